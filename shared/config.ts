@@ -1,0 +1,84 @@
+import { z } from 'zod';
+
+// Configuration is parsed and validated into typed objects before anything acts on it
+// (the KEDA scaler style): a bad value fails at start-up with the variable's name.
+
+export class ConfigError extends Error {}
+
+export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv = process.env): z.infer<S> {
+  const result = schema.safeParse(env);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  return result.data;
+}
+
+/** Integer env var with a default and bounds. */
+export const intVar = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === '' ? undefined : v));
+
+export const natsEnv = z.object({
+  NATS_URL: z.string().default('nats://127.0.0.1:4222'),
+  /** Path to a NATS credentials (.creds) file, mounted from a Secret. */
+  NATS_CREDS_FILE: optionalString,
+  NATS_USER: optionalString,
+  NATS_PASSWORD: optionalString,
+  NATS_TOKEN: optionalString,
+});
+export type NatsConfig = z.infer<typeof natsEnv>;
+
+export const clickhouseEnv = z.object({
+  CLICKHOUSE_URL: z.string().url().default('http://127.0.0.1:8123'),
+  CLICKHOUSE_USER: z.string().default('default'),
+  CLICKHOUSE_PASSWORD: z.string().default(''),
+  CLICKHOUSE_DATABASE: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain identifier')
+    .default('telemetry'),
+});
+export type ClickHouseConfig = z.infer<typeof clickhouseEnv>;
+
+export const SCOPES = ['upload', 'read'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/**
+ * API_TOKENS="tokenA:upload+read,tokenB:read". Empty or unset = open API (demo only).
+ */
+export const apiTokens = z
+  .string()
+  .optional()
+  .transform((raw, ctx) => {
+    const tokens = new Map<string, Set<Scope>>();
+    for (const entry of (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+      const [token, scopes] = entry.split(':');
+      const list = (scopes ?? '').split('+').filter(Boolean);
+      if (!token || list.length === 0 || list.some((s) => !SCOPES.includes(s as Scope))) {
+        ctx.addIssue({ code: 'custom', message: `entry must be <token>:<scope>[+<scope>] with scopes ${SCOPES.join('/')}` });
+        return z.NEVER;
+      }
+      tokens.set(token, new Set(list as Scope[]));
+    }
+    return tokens;
+  });
+
+export const httpEnv = z.object({
+  PORT: intVar(8080, 0, 65535),
+  API_TOKENS: apiTokens,
+});
+export type HttpConfig = z.infer<typeof httpEnv>;
+
+export const workerEnv = z.object({
+  /** Deliveries before a failing message is dead-lettered and terminated. */
+  WORKER_MAX_DELIVER: intVar(5, 1, 100),
+  /** First retry delay; doubles per delivery (nak with delay), capped at 60 s. */
+  WORKER_RETRY_BASE_MS: intVar(1000, 0, 600_000),
+  /** Port for /healthz, /readyz and /metrics of a pull worker (0 = off). */
+  WORKER_HTTP_PORT: intVar(8080, 0, 65535),
+});
+export type WorkerConfig = z.infer<typeof workerEnv>;

@@ -1,0 +1,90 @@
+import { CLICKHOUSE_TABLES as T } from './names.ts';
+
+// One ordered migration set; provisioning applies every statement (all idempotent) in order.
+// Layout choices:
+// - samples is ordered by (uuid, timestamp, metric_name): every telemetry query is one GPU and a
+//   time range, so it reads a contiguous slice of the primary key.
+// - the GPU inventory and metric stats are AggregatingMergeTree tables maintained by materialized
+//   views at insert time, so /api/v1/gpus and /api/v1/metrics never scan samples.
+// - collected_batches records which ingest batch ids are stored, written in the same INSERT as
+//   the rows (via its view), which is what makes collect's redelivery handling exact.
+// - labels is computed by ClickHouse from labels_raw at insert (`key="value",…`).
+
+export function migrations(database: string): string[] {
+  const db = database;
+  return [
+    `CREATE DATABASE IF NOT EXISTS ${db}`,
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.samples} (
+      timestamp DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+      metric_name LowCardinality(String),
+      gpu_id LowCardinality(String),
+      device LowCardinality(String),
+      uuid LowCardinality(String),
+      model_name LowCardinality(String),
+      hostname LowCardinality(String),
+      container LowCardinality(String),
+      pod LowCardinality(String),
+      namespace LowCardinality(String),
+      value Float64 CODEC(Gorilla, ZSTD(1)),
+      labels_raw String CODEC(ZSTD(3)),
+      labels Map(String, String) MATERIALIZED extractKeyValuePairs(labels_raw, '=', ',', '"'),
+      upload_id LowCardinality(String),
+      batch_id LowCardinality(String),
+      line UInt32 CODEC(Delta, ZSTD(1))
+    ) ENGINE = MergeTree
+    PARTITION BY toYYYYMM(timestamp)
+    ORDER BY (uuid, timestamp, metric_name)
+    SETTINGS non_replicated_deduplication_window = 10000`,
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.gpus} (
+      uuid String,
+      gpu_id SimpleAggregateFunction(anyLast, String),
+      device SimpleAggregateFunction(anyLast, String),
+      model_name SimpleAggregateFunction(anyLast, String),
+      hostname SimpleAggregateFunction(anyLast, String),
+      first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+      last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+      samples SimpleAggregateFunction(sum, UInt64),
+      metrics SimpleAggregateFunction(groupUniqArrayArray, Array(String))
+    ) ENGINE = AggregatingMergeTree ORDER BY uuid
+    SETTINGS non_replicated_deduplication_window = 10000`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.gpus}_mv TO ${db}.${T.gpus} AS
+      SELECT uuid,
+        anyLast(gpu_id) AS gpu_id, anyLast(device) AS device,
+        anyLast(model_name) AS model_name, anyLast(hostname) AS hostname,
+        min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+        count() AS samples, groupUniqArray(toString(metric_name)) AS metrics
+      FROM ${db}.${T.samples} GROUP BY uuid`,
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.metrics} (
+      metric_name String,
+      samples SimpleAggregateFunction(sum, UInt64),
+      min_value SimpleAggregateFunction(min, Float64),
+      max_value SimpleAggregateFunction(max, Float64),
+      sum_value SimpleAggregateFunction(sum, Float64),
+      first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+      last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+      gpus AggregateFunction(uniq, String)
+    ) ENGINE = AggregatingMergeTree ORDER BY metric_name
+    SETTINGS non_replicated_deduplication_window = 10000`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.metrics}_mv TO ${db}.${T.metrics} AS
+      SELECT toString(metric_name) AS metric_name, count() AS samples,
+        min(value) AS min_value, max(value) AS max_value, sum(value) AS sum_value,
+        min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+        uniqState(toString(uuid)) AS gpus
+      FROM ${db}.${T.samples} GROUP BY metric_name`,
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.batches} (
+      batch_id String,
+      upload_id String,
+      rows UInt64
+    ) ENGINE = ReplacingMergeTree ORDER BY batch_id
+    SETTINGS non_replicated_deduplication_window = 10000`,
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.batches}_mv TO ${db}.${T.batches} AS
+      SELECT toString(batch_id) AS batch_id, any(toString(upload_id)) AS upload_id, count() AS rows
+      FROM ${db}.${T.samples} GROUP BY batch_id`,
+  ];
+}
+
+/** Column order of the TabSeparated batches ingest publishes and collect inserts verbatim. */
+export const SAMPLE_INSERT_COLUMNS = [
+  'timestamp', 'metric_name', 'gpu_id', 'device', 'uuid', 'model_name', 'hostname',
+  'container', 'pod', 'namespace', 'value', 'labels_raw', 'upload_id', 'batch_id', 'line',
+] as const;

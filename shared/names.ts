@@ -1,0 +1,50 @@
+// The one place where stream, subject, consumer, bucket and event-type names live.
+// Provisioning, the functions, the local autoscaler and the keda/ manifests (checked by
+// test/manifests) all read these, so a rename here without the manifests fails CI.
+
+export const STREAMS = {
+  /** `csv.uploaded` events: one per stored, line-aligned part of an uploaded file. */
+  uploads: 'CSV_UPLOADS',
+  /** Batches of validated samples on their way to ClickHouse. */
+  telemetry: 'TELEMETRY',
+  /** Messages a worker gave up on, with the reason in headers. */
+  deadLetter: 'DEAD_LETTER',
+} as const;
+
+export const SUBJECTS = {
+  uploaded: 'csv.uploaded',
+  samples: 'telemetry.samples',
+  /** `deadletter.<consumer>`; the stream captures `deadletter.>`. */
+  deadLetter: (consumer: string) => `deadletter.${consumer}`,
+  deadLetterAll: 'deadletter.>',
+} as const;
+
+/** Durable pull consumers; each queue-driven function owns one (and one KEDA trigger). */
+export const CONSUMERS = {
+  ingest: 'ingest',
+  collect: 'collect',
+} as const;
+
+export const BUCKETS = {
+  /** Object store holding uploaded CSV parts. */
+  objects: 'csv_uploads',
+  /** KV: upload records (`<id>`) and per-part ingest results (`<id>.part.<n>`). */
+  status: 'upload_status',
+  /** KV: one key per batch stored in ClickHouse (`<id>.<part>.<seq>` → rows). */
+  progress: 'upload_progress',
+} as const;
+
+export const EVENT_TYPES = {
+  uploaded: 'com.gputelemetry.csv.uploaded',
+  samples: 'com.gputelemetry.samples.batch',
+} as const;
+
+/** NATS account KEDA reads `/jsz` for; `$G` is the global account of a server without accounts. */
+export const DEFAULT_NATS_ACCOUNT = '$G';
+
+export const CLICKHOUSE_TABLES = {
+  samples: 'samples',
+  gpus: 'gpus',
+  metrics: 'metric_stats',
+  batches: 'collected_batches',
+} as const;
