@@ -10,7 +10,8 @@ export function clickhouseClient(cfg: ClickHouseConfig, opts: { database?: strin
     database: opts.database === null ? undefined : (opts.database ?? cfg.CLICKHOUSE_DATABASE),
     request_timeout: 120_000,
     max_open_connections: 16,
-    clickhouse_settings: { date_time_output_format: 'iso' },
+    // Progress headers keep long inserts/queries alive through idle-timeout proxies.
+    clickhouse_settings: { date_time_output_format: 'iso', send_progress_in_http_headers: 1, http_headers_progress_interval_ms: '20000' },
   });
 }
 

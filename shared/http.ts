@@ -126,7 +126,12 @@ export function operationalRoutes(ready: () => Promise<string[]>): Route[] {
  * because the framework buffers every request body (body-parser, 1 GiB limit) while uploads must
  * stream. On SIGTERM it stops accepting, lets in-flight requests finish, then runs `onClose`.
  */
-export function serve(handler: HttpHandler, port: number, onClose: () => Promise<void> = async () => {}): Promise<Server> {
+export function serve(
+  handler: HttpHandler,
+  port: number,
+  onClose: () => Promise<void> = async () => {},
+  opts: { handleSignals?: boolean } = {},
+): Promise<Server> {
   const server = createServer((req, res) => void handler(req, res));
   server.keepAliveTimeout = 5000;
   let closing = false;
@@ -138,7 +143,9 @@ export function serve(handler: HttpHandler, port: number, onClose: () => Promise
     server.closeIdleConnections();
     setTimeout(() => process.exit(1), 25_000).unref();
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  if (opts.handleSignals !== false) {
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+  }
   return new Promise((resolve) => server.listen(port, () => resolve(server)));
 }

@@ -2,6 +2,7 @@ import { CLICKHOUSE_TABLES as T } from './names.ts';
 
 // One ordered migration set; provisioning applies every statement (all idempotent) in order.
 // Layout choices:
+// - samples is not partitioned, so one INSERT (one block, see collect) is one part: atomic.
 // - samples is ordered by (uuid, timestamp, metric_name): every telemetry query is one GPU and a
 //   time range, so it reads a contiguous slice of the primary key.
 // - the GPU inventory and metric stats are AggregatingMergeTree tables maintained by materialized
@@ -32,7 +33,6 @@ export function migrations(database: string): string[] {
       batch_id LowCardinality(String),
       line UInt32 CODEC(Delta, ZSTD(1))
     ) ENGINE = MergeTree
-    PARTITION BY toYYYYMM(timestamp)
     ORDER BY (uuid, timestamp, metric_name)
     SETTINGS non_replicated_deduplication_window = 10000`,
     `CREATE TABLE IF NOT EXISTS ${db}.${T.gpus} (

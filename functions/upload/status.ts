@@ -1,0 +1,74 @@
+import type { KV } from 'nats';
+import { partResult, uploadRecord, type PartResult, type RejectReason, type UploadRecord } from '../../shared/schemas.ts';
+
+// Status of an upload, assembled from the KV records the three stages write:
+// upload → `<id>` (the file), ingest → `<id>.part.<n>` (rows accepted/rejected per part),
+// collect → progress `<id>.<part>.<seq>` (rows stored in ClickHouse per batch).
+
+export type UploadState = 'receiving' | 'received' | 'ingesting' | 'done' | 'failed';
+
+export interface UploadStatus {
+  id: string;
+  state: UploadState;
+  filename?: string;
+  bytes: number;
+  parts?: number;
+  parts_ingested: number;
+  rows_accepted: number;
+  rows_rejected: number;
+  rows_stored: number;
+  created_at: string;
+  received_at?: string;
+  error?: string;
+  rejects: RejectReason[];
+}
+
+async function valuesUnder<T>(kv: KV, filter: string, parse: (v: unknown) => T): Promise<T[]> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys(filter)) keys.push(k);
+  const entries = await Promise.all(keys.map((k) => kv.get(k)));
+  return entries.filter((e) => e && e.operation === 'PUT').map((e) => parse(e!.json()));
+}
+
+export function summarize(record: UploadRecord, parts: PartResult[], stored: number, maxReasons: number): UploadStatus {
+  const accepted = parts.reduce((n, p) => n + p.accepted, 0);
+  const rejected = parts.reduce((n, p) => n + p.rejected, 0);
+  const failedPart = parts.find((p) => p.state === 'failed');
+  const allIngested = record.parts !== undefined && parts.length >= record.parts;
+  let state: UploadState;
+  if (record.state === 'failed' || failedPart) state = 'failed';
+  else if (record.state === 'receiving') state = 'receiving';
+  else if (allIngested && stored >= accepted) state = 'done';
+  else if (parts.length === 0 && stored === 0) state = 'received';
+  else state = 'ingesting';
+  const rejects = parts
+    .flatMap((p) => p.rejects)
+    .sort((a, b) => a.line - b.line)
+    .slice(0, maxReasons);
+  return {
+    id: record.id,
+    state,
+    filename: record.filename,
+    bytes: record.bytes,
+    parts: record.parts,
+    parts_ingested: parts.length,
+    rows_accepted: accepted,
+    rows_rejected: rejected,
+    rows_stored: stored,
+    created_at: record.createdAt,
+    received_at: record.receivedAt,
+    error: record.error ?? failedPart?.error,
+    rejects,
+  };
+}
+
+export async function readStatus(statusKv: KV, progressKv: KV, id: string, maxReasons: number): Promise<UploadStatus | undefined> {
+  const entry = await statusKv.get(id);
+  if (!entry || entry.operation !== 'PUT') return undefined;
+  const record = uploadRecord.parse(entry.json());
+  const [parts, batches] = await Promise.all([
+    valuesUnder(statusKv, `${id}.part.*`, (v) => partResult.parse(v)),
+    valuesUnder(progressKv, `${id}.>`, (v) => Number(v) || 0),
+  ]);
+  return summarize(record, parts, batches.reduce((a, b) => a + b, 0), maxReasons);
+}

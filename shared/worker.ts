@@ -1,0 +1,187 @@
+import type { CloudEventV1 } from 'cloudevents';
+import type { JsMsg, NatsConnection } from 'nats';
+import type { WorkerConfig } from './config.ts';
+import { NATS, fromNatsMsg, toNatsHeaders } from './cloudevents-nats.ts';
+import { operationalRoutes, router, serve } from './http.ts';
+import { messagesProcessed } from './metrics.ts';
+import { SUBJECTS } from './names.ts';
+
+// Runs a CloudEvent function as a JetStream pull worker: fetch → decode the NATS message into a
+// CloudEvent → call the same handler the Functions Framework calls → ack on success, nak with
+// exponential delay on failure, and after a bounded number of deliveries publish the message to
+// the dead-letter subject (with the reason) and terminate it. SIGTERM stops fetching and lets the
+// batch in hand finish before the connection drains.
+
+export interface BatchOutcome {
+  /** Messages that can never succeed (bad payload): dead-lettered at once, not retried. */
+  poison?: { index: number; reason: string }[];
+}
+
+/** Thrown by a handler for a message that can never succeed: dead-lettered without retries. */
+export class PermanentError extends Error {}
+
+export type BatchHandler = (events: CloudEventV1<unknown>[], msgs: JsMsg[]) => Promise<BatchOutcome | void>;
+
+export interface PullWorkerOptions {
+  nc: NatsConnection;
+  stream: string;
+  consumer: string;
+  handle: BatchHandler;
+  cfg: WorkerConfig;
+  /** Messages per fetch; the handler gets them together (1 = one event per call). */
+  maxMessages: number;
+  /** How long a fetch waits to fill up before handing over what it has. */
+  maxWaitMs: number;
+  /** Parallel fetch/handle loops in this process. */
+  concurrency?: number;
+  /** Extra readiness checks (e.g. ClickHouse reachable); each returns problems. */
+  ready?: () => Promise<string[]>;
+  /** Progress signal while a batch runs, so the server does not redeliver it (below ack_wait). */
+  heartbeatMs?: number;
+  log?: (line: Record<string, unknown>) => void;
+}
+
+export interface RunningWorker {
+  stop(): Promise<void>;
+  /** Resolves when the loops have ended (after stop or a fatal error). */
+  done: Promise<void>;
+}
+
+const defaultLog = (line: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...line }));
+
+export function retryDelayMs(cfg: WorkerConfig, deliveryCount: number): number {
+  return Math.min(60_000, cfg.WORKER_RETRY_BASE_MS * 2 ** Math.max(0, deliveryCount - 1));
+}
+
+export async function deadLetter(nc: NatsConnection, consumer: string, msg: JsMsg, reason: string): Promise<void> {
+  const headers = toNatsHeaders(fromNatsMsg(msg));
+  headers.set('x-dead-letter-reason', reason.slice(0, 1000).replace(/[\r\n]+/g, ' '));
+  headers.set('x-dead-letter-consumer', consumer);
+  headers.set('x-original-subject', msg.subject);
+  headers.set('x-original-stream-seq', String(msg.seq));
+  headers.set('x-deliveries', String(msg.info.deliveryCount));
+  await nc.jetstream().publish(SUBJECTS.deadLetter(consumer), msg.data, { headers });
+}
+
+export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningWorker> {
+  const log = opts.log ?? defaultLog;
+  const js = opts.nc.jetstream();
+  const consumer = await js.consumers.get(opts.stream, opts.consumer);
+  let stopping = false;
+  const active = new Set<{ stop: () => void }>();
+
+  async function fail(msg: JsMsg, reason: string, poison: boolean) {
+    const deliveries = msg.info.deliveryCount;
+    if (poison || deliveries >= opts.cfg.WORKER_MAX_DELIVER) {
+      await deadLetter(opts.nc, opts.consumer, msg, reason);
+      msg.term(reason.slice(0, 200));
+      messagesProcessed.inc({ consumer: opts.consumer, outcome: 'dead_letter' });
+      log({ level: 'error', consumer: opts.consumer, msg: 'dead-lettered', seq: msg.seq, deliveries, reason });
+    } else {
+      const delay = retryDelayMs(opts.cfg, deliveries);
+      msg.nak(delay);
+      messagesProcessed.inc({ consumer: opts.consumer, outcome: 'nak' });
+      log({ level: 'warn', consumer: opts.consumer, msg: 'will retry', seq: msg.seq, deliveries, retryInMs: delay, reason });
+    }
+  }
+
+  async function handleBatch(msgs: JsMsg[]) {
+    const events: CloudEventV1<unknown>[] = [];
+    const kept: JsMsg[] = [];
+    for (const m of msgs) {
+      try {
+        events.push(NATS.toEvent(fromNatsMsg(m)) as CloudEventV1<unknown>);
+        kept.push(m);
+      } catch (e) {
+        await fail(m, `not a CloudEvent: ${e instanceof Error ? e.message : e}`, true);
+      }
+    }
+    if (kept.length === 0) return;
+    const heartbeat = setInterval(() => kept.forEach((m) => m.working()), opts.heartbeatMs ?? 15_000);
+    try {
+      const outcome = (await opts.handle(events, kept)) ?? {};
+      const poison = new Map((outcome.poison ?? []).map((p) => [p.index, p.reason]));
+      for (const [i, m] of kept.entries()) {
+        const reason = poison.get(i);
+        if (reason !== undefined) await fail(m, reason, true);
+        else {
+          m.ack();
+          messagesProcessed.inc({ consumer: opts.consumer, outcome: 'ack' });
+        }
+      }
+    } catch (e) {
+      const reason = e instanceof Error ? e.message : String(e);
+      for (const m of kept) await fail(m, reason, e instanceof PermanentError);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  async function loop() {
+    while (!stopping && !opts.nc.isClosed()) {
+      const msgs: JsMsg[] = [];
+      try {
+        const iter = await consumer.fetch({ max_messages: opts.maxMessages, expires: Math.max(1000, opts.maxWaitMs) });
+        const handle = { stop: () => iter.stop() };
+        active.add(handle);
+        for await (const m of iter) msgs.push(m);
+        active.delete(handle);
+      } catch (e) {
+        if (stopping) break;
+        log({ level: 'warn', consumer: opts.consumer, msg: 'fetch failed', error: String(e) });
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      // Messages already delivered are handled even when stopping: that is the drain.
+      if (msgs.length) await handleBatch(msgs);
+    }
+  }
+
+  const loops = Array.from({ length: opts.concurrency ?? 1 }, () => loop());
+  const done = Promise.all(loops).then(() => undefined);
+  return {
+    done,
+    async stop() {
+      stopping = true;
+      for (const a of active) a.stop();
+      await done;
+    },
+  };
+}
+
+/**
+ * Process entry for a worker: connects, serves /healthz /readyz /metrics, runs the pull loops
+ * and drains on SIGTERM/SIGINT (the Functions Framework CLI would exit at once instead).
+ */
+export async function runWorkerProcess(
+  name: string,
+  connect: () => Promise<NatsConnection>,
+  options: (nc: NatsConnection) => Omit<PullWorkerOptions, 'nc'>,
+  onClose: () => Promise<void> = async () => {},
+): Promise<void> {
+  const nc = await connect();
+  const opts = options(nc);
+  const worker = await startPullWorker({ ...opts, nc });
+  const readiness = async () => {
+    const problems = nc.isClosed() ? ['NATS connection closed'] : [];
+    return problems.concat(opts.ready ? await opts.ready() : []);
+  };
+  const server =
+    opts.cfg.WORKER_HTTP_PORT > 0
+      ? await serve(router(operationalRoutes(readiness), { name }), opts.cfg.WORKER_HTTP_PORT, undefined, { handleSignals: false })
+      : undefined;
+  console.log(JSON.stringify({ level: 'info', msg: `${name} worker started`, stream: opts.stream, consumer: opts.consumer }));
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(JSON.stringify({ level: 'info', msg: `${signal}: draining ${name} worker` }));
+    await worker.stop();
+    server?.close();
+    await nc.drain().catch(() => undefined);
+    await onClose();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  await worker.done;
+}
