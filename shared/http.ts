@@ -81,7 +81,13 @@ export function router(routes: Route[], opts: { name: string }): HttpHandler {
       }
       routeLabel = hit.r.path;
       const params: Record<string, string> = {};
-      for (const [k, v] of Object.entries(hit.m!.groups ?? {})) params[k] = decodeURIComponent(v);
+      for (const [k, v] of Object.entries(hit.m!.groups ?? {})) {
+        try {
+          params[k] = decodeURIComponent(v);
+        } catch {
+          throw new HttpError(400, 'invalid_parameter', `path parameter ${k} is not valid percent-encoding`);
+        }
+      }
       await hit.r.handle(req, res, params, url);
     } catch (e) {
       if (e instanceof HttpError) sendError(res, e.status, e.code, e.message, e.details);

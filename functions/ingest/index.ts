@@ -8,6 +8,7 @@ import { NATS, toNatsHeaders } from '../../shared/cloudevents-nats.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { BUCKETS, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { sharedNats } from '../../shared/nats.ts';
+import { getObject, objectInfo } from '../../shared/object-store.ts';
 import { headerProblem, uploadedPart, type PartResult, type RejectReason, type UploadedPart } from '../../shared/schemas.ts';
 import { PermanentError } from '../../shared/worker.ts';
 import { ingestEnv, type IngestConfig } from './config.ts';
@@ -36,13 +37,13 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
       await save({ part: data.part, state: 'failed', accepted: 0, rejected: 0, batches: 0, rejects: [], error: problem });
       return;
     }
-    const os = await js.views.os(BUCKETS.objects);
-    const object = await os.get(data.object);
+    const object = await objectInfo(nc, BUCKETS.objects, data.object);
     if (!object) {
       await save({ part: data.part, state: 'failed', accepted: 0, rejected: 0, batches: 0, rejects: [], error: `stored part ${data.object} no longer exists` });
       return;
     }
-    const result = await ingestPart(cfg, data, Readable.fromWeb(object.data as never), async (seq, body, rows) => {
+    // A corrupt or incomplete object makes getObject throw at its end: the part is retried.
+    const result = await ingestPart(cfg, data, Readable.from(getObject(nc, BUCKETS.objects, object)), async (seq, body, rows) => {
       const id = `${data.uploadId}.${data.part}.${seq}`;
       const ce = new CloudEvent({
         id,
@@ -57,8 +58,6 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
       const msg = NATS.binary(ce);
       return js.publish(SUBJECTS.samples, msg.body, { headers: toNatsHeaders(msg), msgID: id, timeout: 30_000 });
     });
-    // Retrieval errors surface here too (the object's digest is checked after the last chunk).
-    await object.error;
     await save(result);
     rowsCounter.inc({ stage: 'ingest', outcome: 'accepted' }, result.accepted);
     rowsCounter.inc({ stage: 'ingest', outcome: 'rejected' }, result.rejected);

@@ -11,6 +11,7 @@ import { HttpError, authorize, operationalRoutes, router, sendJson, type Req, ty
 import { rowsCounter } from '../../shared/metrics.ts';
 import { BUCKETS, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { sharedNats } from '../../shared/nats.ts';
+import { deleteObject, putObject } from '../../shared/object-store.ts';
 import { headerProblem, type UploadRecord, type UploadedPart } from '../../shared/schemas.ts';
 import { uploadEnv, type UploadConfig } from './config.ts';
 import { CsvHeaderError, CsvTooLargeError, splitCsv } from './split.ts';
@@ -18,8 +19,7 @@ import { readStatus } from './status.ts';
 
 // upload (HTTP): streams a CSV body (raw or multipart field `file`) into the JetStream object
 // store as line-aligned parts, records the upload in KV, then publishes one `csv.uploaded`
-// CloudEvent per part. Events go out only once the whole body is stored, so a rejected or
-// aborted upload is never half-ingested.
+// CloudEvent per part.
 
 const SOURCE = '/functions/upload';
 
@@ -64,15 +64,13 @@ function csvSource(req: Req): { stream: AsyncIterable<Buffer>; filename?: Promis
   throw new HttpError(415, 'unsupported_media_type', `content-type "${type}" is not accepted; send text/csv or multipart/form-data with a "file" field`);
 }
 
-function partStream(chunks: Buffer[]): ReadableStream<Uint8Array> {
-  let i = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (i < chunks.length) controller.enqueue(chunks[i++]);
-      else controller.close();
-    },
-  });
+interface StoredPart {
+  part: number;
+  object: string;
+  firstLine: number;
+  bytes: number;
 }
+
 
 export function createUploadHandler(cfg: UploadConfig, getNats: () => Promise<NatsConnection>) {
   const needUpload = (req: Req) => {
@@ -95,36 +93,45 @@ export function createUploadHandler(cfg: UploadConfig, getNats: () => Promise<Na
     const source = csvSource(req);
     const nc = await getNats();
     const js = nc.jetstream();
-    const os = await js.views.os(BUCKETS.objects);
     const kv = await js.views.kv(BUCKETS.status);
     const id = randomUUID();
     const record: UploadRecord = { id, state: 'receiving', bytes: 0, createdAt: new Date().toISOString(), restamp };
     await kv.put(id, JSON.stringify(record));
-    const stored: { part: number; object: string; firstLine: number; bytes: number }[] = [];
+    const stored: StoredPart[] = [];
+    let announced = 0;
+    // With a declared, acceptable Content-Length each part is announced as soon as it is stored,
+    // so ingest runs while the rest of the body arrives. Without one (chunked bodies), parts are
+    // announced only after the whole body fits the limit.
+    const pipelined = Number.isFinite(declared) && declared <= cfg.UPLOAD_MAX_BYTES;
     try {
       const { header, parts } = await splitCsv(limited(source.stream, cfg.UPLOAD_MAX_BYTES), cfg.UPLOAD_PART_BYTES);
       if (header.trim() === '') throw new HttpError(400, 'empty_body', 'the upload is empty; send a DCGM CSV file');
       const columns: string[] = parseCsvSync(header, { relax_quotes: true })[0] ?? [];
       const problem = headerProblem(columns);
       if (problem) throw new HttpError(400, 'invalid_header', problem);
+      const announce = async (p: StoredPart) => {
+        const data: UploadedPart = { uploadId: id, part: p.part, object: p.object, header: columns, firstLine: p.firstLine, bytes: p.bytes, restamp };
+        const event = new CloudEvent({ id: `${id}.part.${p.part}`, source: SOURCE, type: EVENT_TYPES.uploaded, subject: id, datacontenttype: 'application/json', data });
+        const msg = NATS.binary(event);
+        await js.publish(SUBJECTS.uploaded, msg.body, { headers: toNatsHeaders(msg), msgID: event.id });
+        announced++;
+      };
       for await (const part of parts) {
         const object = `${id}/part-${String(part.index).padStart(5, '0')}`;
-        await os.put({ name: object }, partStream(part.chunks));
-        stored.push({ part: part.index, object, firstLine: part.firstLine, bytes: part.bytes });
+        await putObject(nc, BUCKETS.objects, object, part.chunks);
+        const p = { part: part.index, object, firstLine: part.firstLine, bytes: part.bytes };
+        stored.push(p);
         record.bytes += part.bytes;
+        if (pipelined) await announce(p);
       }
-      record.filename = await source.filename;
+      const named = req.headers['x-filename'];
+      record.filename = (await source.filename) ?? (typeof named === 'string' ? named.slice(0, 255) : undefined);
       record.bytes += Buffer.byteLength(header) + 1;
       record.parts = stored.length;
       record.state = 'received';
       record.receivedAt = new Date().toISOString();
       await kv.put(id, JSON.stringify(record));
-      for (const p of stored) {
-        const data: UploadedPart = { uploadId: id, part: p.part, object: p.object, header: columns, firstLine: p.firstLine, bytes: p.bytes, restamp };
-        const event = new CloudEvent({ id: `${id}.part.${p.part}`, source: SOURCE, type: EVENT_TYPES.uploaded, subject: id, datacontenttype: 'application/json', data });
-        const msg = NATS.binary(event);
-        await js.publish(SUBJECTS.uploaded, msg.body, { headers: toNatsHeaders(msg), msgID: event.id });
-      }
+      if (!pipelined) for (const p of stored) await announce(p);
       rowsCounter.inc({ stage: 'upload', outcome: 'bytes' }, record.bytes);
       sendJson(res, 202, {
         id,
@@ -134,14 +141,18 @@ export function createUploadHandler(cfg: UploadConfig, getNats: () => Promise<Na
         parts: record.parts,
       }, { location: `/api/v1/uploads/${id}` });
     } catch (e) {
-      // Nothing was announced: drop what was stored and record why.
-      await Promise.all(stored.map((p) => os.delete(p.object).catch(() => undefined)));
+      // Parts not yet announced are dropped; announced ones are complete records and are kept
+      // (good data is not thrown away), which the recorded error says.
+      await Promise.all(stored.slice(announced).map((p) => deleteObject(nc, BUCKETS.objects, p.object).catch(() => undefined)));
+      if (announced > 0) record.parts = announced;
       const error = e instanceof CsvTooLargeError
         ? new HttpError(413, 'payload_too_large', e.message)
         : e instanceof CsvHeaderError
           ? new HttpError(400, 'invalid_header', e.message)
           : e;
-      await kv.put(id, JSON.stringify({ ...record, state: 'failed', error: error instanceof Error ? error.message : String(error) }));
+      const reason = error instanceof Error ? error.message : String(error);
+      const kept = announced > 0 ? ` (${announced} complete part(s) received before that are ingested)` : '';
+      await kv.put(id, JSON.stringify({ ...record, state: 'failed', error: reason + kept }));
       req.resume();
       throw error;
     }

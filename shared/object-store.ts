@@ -1,0 +1,140 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { headers, type NatsConnection } from 'nats';
+
+// Put and get for a JetStream object store bucket, in the object store's own wire format
+// (ADR-20: chunks on `$O.<bucket>.C.<nuid>`, a rolled-up JSON meta on `$O.<bucket>.M.<name>`),
+// so objects stay readable by `nats object get` and nats.js. Why not nats.js's put/get: they hash
+// every byte with a pure-JavaScript SHA-256; measured on a 129 MiB upload that cost 2.0 s of CPU
+// to put and 2.2 s to get, against 0.12 s for node:crypto. Chunk publishes are also pipelined.
+
+const DIGEST_PREFIX = 'SHA-256=';
+const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
+/** Padded base64url, as nats.js and the Go client encode digests and meta subjects. */
+const b64urlPadded = (b: Buffer | string) => {
+  const s = b64url(b);
+  return s + '='.repeat((4 - (s.length % 4)) % 4);
+};
+
+export const objectStream = (bucket: string) => `OBJ_${bucket}`;
+const metaSubject = (bucket: string, name: string) => `$O.${bucket}.M.${b64urlPadded(name)}`;
+const chunkSubject = (bucket: string, nuid: string) => `$O.${bucket}.C.${nuid}`;
+
+export interface ObjectInfo {
+  name: string;
+  bucket: string;
+  nuid: string;
+  size: number;
+  chunks: number;
+  digest: string;
+  mtime: string;
+  deleted?: boolean;
+  options?: { max_chunk_size?: number };
+}
+
+export async function putObject(
+  nc: NatsConnection,
+  bucket: string,
+  name: string,
+  data: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  opts: { chunkBytes?: number; window?: number } = {},
+): Promise<ObjectInfo> {
+  const js = nc.jetstream();
+  const maxChunk = Math.min(opts.chunkBytes ?? 1024 * 1024, nc.info?.max_payload ?? 1024 * 1024);
+  const nuid = randomBytes(16).toString('hex');
+  const subject = chunkSubject(bucket, nuid);
+  const sha = createHash('sha256');
+  const inFlight = new Set<Promise<unknown>>();
+  let size = 0;
+  let chunks = 0;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const publish = async (chunk: Buffer) => {
+    sha.update(chunk);
+    size += chunk.length;
+    chunks++;
+    const p = js.publish(subject, chunk);
+    inFlight.add(p);
+    p.then(() => inFlight.delete(p), () => undefined);
+    if (inFlight.size >= (opts.window ?? 16)) await Promise.race(inFlight);
+  };
+  try {
+    for await (const piece of data) {
+      pending.push(Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
+      pendingBytes += piece.byteLength;
+      while (pendingBytes >= maxChunk) {
+        const all = Buffer.concat(pending, pendingBytes);
+        await publish(all.subarray(0, maxChunk));
+        pending = [all.subarray(maxChunk)];
+        pendingBytes -= maxChunk;
+      }
+    }
+    if (pendingBytes > 0) await publish(Buffer.concat(pending, pendingBytes));
+    await Promise.all(inFlight);
+  } catch (e) {
+    await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: subject }).catch(() => undefined);
+    throw e;
+  }
+  const info: ObjectInfo = {
+    name,
+    bucket,
+    nuid,
+    size,
+    chunks,
+    digest: DIGEST_PREFIX + b64urlPadded(sha.digest()),
+    mtime: new Date().toISOString(),
+    deleted: false,
+    options: { max_chunk_size: maxChunk },
+  };
+  const previous = await objectInfo(nc, bucket, name);
+  const h = headers();
+  h.set('Nats-Rollup', 'sub');
+  await js.publish(metaSubject(bucket, name), Buffer.from(JSON.stringify({ ...info, description: '' })), { headers: h });
+  if (previous && previous.nuid !== nuid) {
+    await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: chunkSubject(bucket, previous.nuid) }).catch(() => undefined);
+  }
+  return info;
+}
+
+export async function objectInfo(nc: NatsConnection, bucket: string, name: string): Promise<ObjectInfo | undefined> {
+  try {
+    const m = await (await nc.jetstreamManager()).streams.getMessage(objectStream(bucket), { last_by_subj: metaSubject(bucket, name) });
+    const info = JSON.parse(Buffer.from(m.data).toString('utf8')) as ObjectInfo;
+    return info.deleted ? undefined : info;
+  } catch (e) {
+    if (String(e).includes('no message found')) return undefined;
+    throw e;
+  }
+}
+
+/** Streams an object's bytes and checks its digest at the end (throws on mismatch). */
+export async function* getObject(nc: NatsConnection, bucket: string, info: ObjectInfo): AsyncGenerator<Buffer> {
+  if (info.chunks === 0) return;
+  const js = nc.jetstream();
+  const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: chunkSubject(bucket, info.nuid) });
+  const messages = await consumer.consume({ max_bytes: 8 * (info.options?.max_chunk_size ?? 1024 * 1024) });
+  const sha = createHash('sha256');
+  let seen = 0;
+  try {
+    for await (const m of messages) {
+      const chunk = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+      sha.update(chunk);
+      seen++;
+      yield chunk;
+      if (seen === info.chunks) break;
+    }
+  } finally {
+    messages.stop();
+  }
+  if (seen !== info.chunks) throw new Error(`object ${info.name}: expected ${info.chunks} chunks, received ${seen}`);
+  const digest = DIGEST_PREFIX + b64urlPadded(sha.digest());
+  if (digest !== info.digest) throw new Error(`object ${info.name} is corrupt: digest ${digest} does not match ${info.digest}`);
+}
+
+export async function deleteObject(nc: NatsConnection, bucket: string, name: string): Promise<void> {
+  const info = await objectInfo(nc, bucket, name);
+  if (!info) return;
+  const h = headers();
+  h.set('Nats-Rollup', 'sub');
+  await nc.jetstream().publish(metaSubject(bucket, name), Buffer.from(JSON.stringify({ ...info, deleted: true, size: 0, chunks: 0, digest: '' })), { headers: h });
+  await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: chunkSubject(bucket, info.nuid) });
+}
