@@ -1,0 +1,204 @@
+import * as functions from '@google-cloud/functions-framework';
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { NatsConnection } from 'nats';
+import { sharedClickHouse } from '../../shared/clickhouse.ts';
+import { parseEnv } from '../../shared/config.ts';
+import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type Req, type Res } from '../../shared/http.ts';
+import { sharedNats } from '../../shared/nats.ts';
+import { limitsOf, queryEnv, type QueryConfig } from './config.ts';
+import { cursorFingerprint, encodeCursor, type CursorScope } from './cursor.ts';
+import { DOCS_HTML } from './docs.ts';
+import { buildOpenApi } from './openapi.ts';
+import { invalidParameters, validateRequest } from './params.ts';
+import { gpuPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
+import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+
+// query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
+// parameter, even for an unknown GPU), then existence (404 for a GPU never seen), then the data
+// (200, possibly empty). Listings read the aggregate tables, never the samples table.
+
+export interface QueryDeps {
+  clickhouse: () => ClickHouseClient;
+  /** Only for readiness: the pipeline is not usable without NATS even though reads are not. */
+  nats: () => Promise<NatsConnection>;
+}
+export type QueryHandlerConfig = Pick<QueryConfig, 'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT'>;
+
+const READY_TIMEOUT_MS = 3000;
+
+const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+
+async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Aborts the ClickHouse query when the client goes away before the answer is sent. */
+async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const onClose = () => {
+    if (!res.writableFinished) ac.abort();
+  };
+  res.once('close', onClose);
+  try {
+    return await work(ac.signal);
+  } catch (e) {
+    if (ac.signal.aborted) throw new HttpError(499, 'client_closed_request', 'the client closed the connection');
+    throw e;
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+function checkWindow(q: { start_time?: number; end_time?: number }): void {
+  if (q.start_time !== undefined && q.end_time !== undefined && q.start_time > q.end_time) {
+    throw invalidParameters([{ parameter: 'start_time', in: 'query', message: 'is after end_time' }]);
+  }
+}
+
+const notFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
+
+function publicSample(row: SampleRow) {
+  const { batch_id: _batch, line: _line, ...sample } = row;
+  return sample;
+}
+
+export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler {
+  const limits = limitsOf(cfg);
+  const telemetryParams = telemetryQuery(limits);
+  let openapi: string | undefined;
+
+  const needRead = (req: Req) => {
+    const denied = authorize(req, cfg.API_TOKENS, 'read');
+    if (denied) throw denied;
+  };
+
+  async function gpus(req: Req, res: Res, url: URL) {
+    needRead(req);
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    const rows = await untilClientLeaves(res, (signal) => listGpus(deps.clickhouse(), signal));
+    sendJson(res, 200, { gpus: rows, count: rows.length });
+  }
+
+  async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
+    checkWindow(query);
+    const scope: CursorScope = { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric };
+    if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
+      throw invalidParameters([
+        { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
+      ]);
+    }
+    const limit = query.limit ?? limits.defaultLimit;
+    const ch = deps.clickhouse();
+    const rows = await untilClientLeaves(res, async (signal) => {
+      // One row more than the page tells whether another page exists.
+      const found = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
+      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
+      return found;
+    });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    const next =
+      rows.length > limit && last
+        ? encodeCursor({ ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
+        : null;
+    sendJson(res, 200, {
+      uuid: path.uuid,
+      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
+      count: page.length,
+      data: page.map(publicSample),
+      next_cursor: next,
+    });
+  }
+
+  async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: summaryQuery, url });
+    checkWindow(query);
+    const ch = deps.clickhouse();
+    const metrics = await untilClientLeaves(res, async (signal) => {
+      const found = await gpuSummary(ch, { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
+      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
+      return found;
+    });
+    sendJson(res, 200, {
+      uuid: path.uuid,
+      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
+      count: metrics.length,
+      metrics,
+    });
+  }
+
+  async function metrics(req: Req, res: Res, url: URL) {
+    needRead(req);
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    const rows = await untilClientLeaves(res, (signal) => listMetrics(deps.clickhouse(), signal));
+    sendJson(res, 200, { metrics: rows, count: rows.length });
+  }
+
+  function document(req: Req, res: Res) {
+    needRead(req);
+    // Served with this deployment's limits, so the documented maximum is the enforced one.
+    openapi ??= JSON.stringify(buildOpenApi(limits));
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(openapi) });
+    res.end(openapi);
+  }
+
+  function docs(_req: Req, res: Res) {
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+    });
+    res.end(DOCS_HTML);
+  }
+
+  const ready = async (): Promise<string[]> => {
+    const clickhouse = within(READY_TIMEOUT_MS, 'ClickHouse', deps.clickhouse().ping({ select: true }))
+      .then((r) => (r.success ? [] : [`ClickHouse unreachable: ${r.error.message}`]))
+      .catch((e: unknown) => [`ClickHouse unreachable: ${e instanceof Error ? e.message : e}`]);
+    const nats = within(
+      READY_TIMEOUT_MS,
+      'NATS',
+      deps.nats().then(async (nc) => {
+        if (nc.isClosed()) return ['NATS connection closed'];
+        await nc.rtt(); // a round trip: a connection that is reconnecting does not answer
+        return [];
+      }),
+    ).catch((e: unknown) => [`NATS unreachable: ${e instanceof Error ? e.message : e}`]);
+    return (await Promise.all([clickhouse, nats])).flat();
+  };
+
+  return router(
+    [
+      { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
+      { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
+      { method: 'GET', path: '/openapi.json', handle: document },
+      { method: 'GET', path: '/docs', handle: docs },
+      ...operationalRoutes(ready),
+    ],
+    { name: 'query' },
+  );
+}
+
+let handler: HttpHandler | undefined;
+/** The handler configured from the environment (created on first use). */
+export function queryHandler(req: Req, res: Res) {
+  handler ??= createQueryHandler(parseEnv(queryEnv), {
+    clickhouse: () => sharedClickHouse().client,
+    nats: () => sharedNats('query'),
+  });
+  return handler(req, res);
+}
+
+functions.http('query', queryHandler);

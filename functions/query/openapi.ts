@@ -1,0 +1,141 @@
+import { OpenAPIRegistry, OpenApiGeneratorV3 } from '@asteasolutions/zod-to-openapi';
+import { QUERY_LIMIT_DEFAULTS, type Limits } from './config.ts';
+import {
+  errorSchema,
+  gpuListSchema,
+  gpuPathParams,
+  healthSchema,
+  metricListSchema,
+  summaryQuery,
+  summarySchema,
+  telemetryQuery,
+  telemetrySchema,
+} from './schemas.ts';
+
+// The OpenAPI document, generated from the very schemas the handlers validate with.
+// `npm run openapi` writes it (with the default limits) to functions/query/openapi.json; a test
+// fails when that committed file differs from what this produces.
+
+const json = (schema: Parameters<OpenAPIRegistry['register']>[1], description: string) => ({
+  description,
+  content: { 'application/json': { schema } },
+});
+const error = (description: string) => json(errorSchema, description);
+
+export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
+  const registry = new OpenAPIRegistry();
+  const bearer = registry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'Required when the server has API_TOKENS set; the token needs the `read` scope.',
+  });
+  const security = [{ [bearer.name]: [] }];
+  const authErrors = {
+    401: error('Missing or unknown bearer token.'),
+    403: error('The token lacks the `read` scope.'),
+  };
+  const storeError = { 500: error('Internal error (details are logged, not returned).') };
+  const badParam = (what: string) => error(`Invalid parameter (${what}); the message and details name it.`);
+  const badGpuParam = (what: string) => error(`Invalid parameter (${what}); the message and details name it. Checked before the GPU is looked up, so it wins over 404.`);
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/gpus',
+    operationId: 'listGpus',
+    summary: 'List every GPU with stored telemetry',
+    description: 'Read from the GPU inventory table maintained at insert time (no scan of samples).',
+    security,
+    responses: { 200: json(gpuListSchema, 'All GPUs, ordered by uuid.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/gpus/{uuid}/telemetry',
+    operationId: 'gpuTelemetry',
+    summary: "Samples of one GPU, oldest first",
+    description:
+      'Samples ordered by timestamp, then metric_name, optionally limited to an inclusive time window and one metric. ' +
+      'Pages are at most `limit` samples; follow `next_cursor` until it is null.',
+    security,
+    request: { params: gpuPathParams, query: telemetryQuery(limits) },
+    responses: {
+      200: json(telemetrySchema, 'One page of samples (empty when the window holds none).'),
+      400: badGpuParam('bad timestamp, start_time after end_time, bad limit or cursor, unknown parameter'),
+      ...authErrors,
+      404: error('No telemetry was ever stored for this GPU.'),
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/gpus/{uuid}/summary',
+    operationId: 'gpuSummary',
+    summary: 'Per-metric aggregates of one GPU',
+    description: 'count, min, max, avg, first/last timestamp and latest value of each metric in the optional inclusive window.',
+    security,
+    request: { params: gpuPathParams, query: summaryQuery },
+    responses: {
+      200: json(summarySchema, 'One entry per metric (empty when the window holds none).'),
+      400: badGpuParam('bad timestamp, start_time after end_time, unknown parameter'),
+      ...authErrors,
+      404: error('No telemetry was ever stored for this GPU.'),
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/metrics',
+    operationId: 'listMetrics',
+    summary: 'Every metric name with totals',
+    description: 'Read from the metric statistics table maintained at insert time (no scan of samples).',
+    security,
+    responses: { 200: json(metricListSchema, 'All metrics, ordered by name.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    operationId: 'openapi',
+    summary: 'This document',
+    security,
+    responses: { 200: { description: 'OpenAPI 3 document.', content: { 'application/json': { schema: { type: 'object' } } } }, ...authErrors },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/healthz',
+    operationId: 'healthz',
+    summary: 'Liveness (always 200 while the process runs)',
+    responses: { 200: json(healthSchema, 'Alive.') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/readyz',
+    operationId: 'readyz',
+    summary: 'Readiness: ClickHouse and NATS reachable',
+    responses: { 200: json(healthSchema, 'Ready.'), 503: json(healthSchema, 'A dependency is unreachable; `problems` says which.') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/metrics',
+    operationId: 'prometheusMetrics',
+    summary: 'Prometheus metrics',
+    responses: { 200: { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } } } } },
+  });
+
+  return new OpenApiGeneratorV3(registry.definitions, { sortComponents: 'alphabetically' }).generateDocument({
+    openapi: '3.0.3',
+    info: {
+      title: 'GPU telemetry query API',
+      version: '1.0.0',
+      description:
+        'Read API over the telemetry stored in ClickHouse. Timestamps are RFC 3339 in UTC. Errors share one envelope: ' +
+        '`{"error":{"code","message","details?"}}`. Unknown routes give 404, wrong methods 405.',
+    },
+  });
+}
+
+/** The document as committed: stable formatting with a trailing newline. */
+export const openApiText = (limits?: Limits) => JSON.stringify(buildOpenApi(limits), null, 2) + '\n';

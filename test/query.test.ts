@@ -1,0 +1,191 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseEnv } from '../shared/config.ts';
+import { HttpError } from '../shared/http.ts';
+import { queryEnv } from '../functions/query/config.ts';
+import { cursorFingerprint, decodeCursor, encodeCursor, type CursorScope } from '../functions/query/cursor.ts';
+import { openApiText } from '../functions/query/openapi.ts';
+import { validateRequest } from '../functions/query/params.ts';
+import { gpuPathParams, noQuery, parseInstant, summaryQuery, telemetryQuery } from '../functions/query/schemas.ts';
+
+// Pure rules of the query function: timestamps, parameters, cursors, configuration and the
+// committed OpenAPI document.
+
+const limits = { defaultLimit: 1000, maxLimit: 10_000 };
+const UUID = 'GPU-5fd4f087-86f3-7a43-b711-4771313afc50';
+
+function telemetry(qs: string, uuid = UUID) {
+  return validateRequest({ schema: gpuPathParams, values: { uuid } }, { schema: telemetryQuery(limits), url: new URL(`http://x/?${qs}`) });
+}
+
+function rejection(fn: () => unknown): HttpError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof HttpError) return e;
+    throw e;
+  }
+  throw new Error('expected a 400');
+}
+
+describe('parseInstant', () => {
+  it('accepts RFC 3339 with Z, offsets, lower case and fractional seconds', () => {
+    const base = Date.UTC(2025, 6, 18, 20, 42, 34);
+    expect(parseInstant('2025-07-18T20:42:34Z', 'down')).toBe(base);
+    expect(parseInstant('2025-07-18t20:42:34z', 'down')).toBe(base);
+    expect(parseInstant('2025-07-18 20:42:34Z', 'down')).toBe(base);
+    expect(parseInstant('2025-07-18T22:42:34+02:00', 'down')).toBe(base);
+    expect(parseInstant('2025-07-18T15:12:34-05:30', 'down')).toBe(base);
+    expect(parseInstant('2025-07-18T20:42:34.5Z', 'down')).toBe(base + 500);
+    expect(parseInstant('2025-07-18T20:42:34.123Z', 'up')).toBe(base + 123);
+  });
+
+  it('keeps both bounds inclusive below millisecond precision', () => {
+    const base = Date.UTC(2025, 6, 18, 20, 42, 34);
+    expect(parseInstant('2025-07-18T20:42:34.123000000Z', 'up')).toBe(base + 123);
+    expect(parseInstant('2025-07-18T20:42:34.123000001Z', 'up')).toBe(base + 124);
+    expect(parseInstant('2025-07-18T20:42:34.123999999Z', 'down')).toBe(base + 123);
+  });
+
+  it('rejects what is not a valid instant', () => {
+    for (const bad of ['', 'yesterday', '2025-07-18', '2025-07-18T20:42:34', '2025-07-18T20:42Z', '1752871354', '2025-02-30T00:00:00Z', '2025-13-01T00:00:00Z', '2025-07-18T24:00:00Z', '2025-07-18T20:60:00Z', '2025-07-18T20:42:34+24:00', '2025-07-18T20:42:34.1234567890Z']) {
+      expect(typeof parseInstant(bad, 'down'), bad).toBe('string');
+    }
+    expect(parseInstant('2024-02-29T00:00:00Z', 'down')).toBe(Date.UTC(2024, 1, 29));
+    expect(typeof parseInstant('2100-02-29T00:00:00Z', 'down')).toBe('string');
+  });
+});
+
+describe('telemetry parameters', () => {
+  it('are all optional', () => {
+    const { path, query } = telemetry('');
+    expect(path.uuid).toBe(UUID);
+    expect(query).toEqual({});
+  });
+
+  it('parse times, metric, limit and cursor', () => {
+    const scope: CursorScope = { uuid: UUID, metric: 'DCGM_FI_DEV_GPU_UTIL' };
+    const cursor = encodeCursor({ ts: 1, metric: 'm', batch: 'b', line: 2 }, scope);
+    const { query } = telemetry(`start_time=2025-07-18T20:42:34Z&end_time=2025-07-18T20:42:37%2B00:00&metric=DCGM_FI_DEV_GPU_UTIL&limit=10000&cursor=${cursor}`);
+    expect(query.start_time).toBe(Date.UTC(2025, 6, 18, 20, 42, 34));
+    expect(query.end_time).toBe(Date.UTC(2025, 6, 18, 20, 42, 37));
+    expect(query.metric).toBe('DCGM_FI_DEV_GPU_UTIL');
+    expect(query.limit).toBe(10_000);
+    expect(query.cursor).toEqual({ fingerprint: cursorFingerprint(scope), key: { ts: 1, metric: 'm', batch: 'b', line: 2 } });
+  });
+
+  it.each(['abc', '0', '-1', '1.5', '1e3', '', '10001', '99999999999'])('rejects limit=%s naming limit', (value) => {
+    const e = rejection(() => telemetry(`limit=${encodeURIComponent(value)}`));
+    expect(e.status).toBe(400);
+    expect(e.code).toBe('invalid_parameter');
+    expect(e.message).toMatch(/^limit /);
+    expect(e.details).toEqual({ parameters: [expect.objectContaining({ parameter: 'limit', in: 'query' })] });
+  });
+
+  it.each([
+    ['start_time', 'start_time=2025-07-18'],
+    ['end_time', 'end_time=not-a-time'],
+    ['metric', 'metric='],
+    ['cursor', 'cursor=%2F%2F%2F'],
+    ['cursor', `cursor=${Buffer.from('{"a":1}').toString('base64url')}`],
+    ['bogus', 'bogus=1'],
+    ['limit', 'limit=5&limit=6'],
+  ])('names %s in the 400', (name, qs) => {
+    const e = rejection(() => telemetry(qs));
+    expect(e.status).toBe(400);
+    expect(e.message).toContain(name);
+    expect((e.details as { parameters: { parameter: string }[] }).parameters.map((p) => p.parameter)).toContain(name);
+  });
+
+  it('reports every bad parameter at once, path included', () => {
+    const e = rejection(() => telemetry('start_time=x&limit=0', ''));
+    const names = (e.details as { parameters: { parameter: string }[] }).parameters.map((p) => p.parameter).sort();
+    expect(names).toEqual(['limit', 'start_time', 'uuid']);
+  });
+
+  it('uses the configured maximum', () => {
+    const small = telemetryQuery({ defaultLimit: 5, maxLimit: 50 });
+    expect(small.safeParse({ limit: '50' }).success).toBe(true);
+    expect(small.safeParse({ limit: '51' }).success).toBe(false);
+  });
+
+  it('summary takes the window and metric only; listings take nothing', () => {
+    expect(summaryQuery.safeParse({ start_time: '2025-07-18T20:42:34Z', metric: 'x' }).success).toBe(true);
+    expect(summaryQuery.safeParse({ limit: '5' }).success).toBe(false);
+    const e = rejection(() => validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url: new URL('http://x/?page=2') }));
+    expect(e.message).toBe('page is not a known parameter');
+  });
+});
+
+describe('cursor', () => {
+  const scope: CursorScope = { uuid: UUID, start: 0, end: 10 };
+  const key = { ts: Date.UTC(2025, 6, 18, 20, 42, 35), metric: 'DCGM_FI_DEV_FB_USED', batch: 'u1.0.1', line: 990 };
+
+  it('round-trips the sort key and is URL-safe', () => {
+    const c = encodeCursor(key, scope);
+    expect(c).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(decodeCursor(c)).toEqual({ fingerprint: cursorFingerprint(scope), key });
+  });
+
+  it('binds to the query it came from', () => {
+    const fp = cursorFingerprint(scope);
+    expect(cursorFingerprint({ ...scope })).toBe(fp);
+    expect(cursorFingerprint({ ...scope, uuid: 'GPU-other' })).not.toBe(fp);
+    expect(cursorFingerprint({ ...scope, start: 1 })).not.toBe(fp);
+    expect(cursorFingerprint({ ...scope, end: undefined })).not.toBe(fp);
+    expect(cursorFingerprint({ ...scope, metric: 'x' })).not.toBe(fp);
+  });
+
+  it('rejects anything it did not issue', () => {
+    const valid = encodeCursor(key, scope);
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    for (const bad of [
+      '',
+      'not base64!',
+      valid.slice(0, -3),
+      b64([2, 'x'.repeat(16), 1, 'm', 'b', 1]),
+      b64([1, 'short', 1, 'm', 'b', 1]),
+      b64([1, 'x'.repeat(16), 1.5, 'm', 'b', 1]),
+      b64([1, 'x'.repeat(16), 1, 'm', 'b', -1]),
+      b64({ ts: 1 }),
+      'A'.repeat(2000),
+    ]) {
+      expect(typeof decodeCursor(bad), bad).toBe('string');
+    }
+  });
+});
+
+describe('configuration', () => {
+  it('defaults to 1000 per page, at most 10000', () => {
+    const cfg = parseEnv(queryEnv, {});
+    expect(cfg.QUERY_DEFAULT_LIMIT).toBe(1000);
+    expect(cfg.QUERY_MAX_LIMIT).toBe(10_000);
+    expect(cfg.CLICKHOUSE_DATABASE).toBe('telemetry');
+    expect(cfg.API_TOKENS.size).toBe(0);
+  });
+
+  it('refuses a default above the maximum, naming the variable', () => {
+    expect(() => parseEnv(queryEnv, { QUERY_DEFAULT_LIMIT: '500', QUERY_MAX_LIMIT: '100' })).toThrow(ConfigError);
+    expect(() => parseEnv(queryEnv, { QUERY_MAX_LIMIT: 'lots' })).toThrow(/QUERY_MAX_LIMIT/);
+  });
+});
+
+describe('OpenAPI document', () => {
+  it('matches the committed functions/query/openapi.json (run `npm run openapi` after changing schemas)', () => {
+    const committed = readFileSync(new URL('../functions/query/openapi.json', import.meta.url), 'utf8');
+    expect(committed).toBe(openApiText());
+  });
+
+  it('documents every route with its parameters', () => {
+    const doc = JSON.parse(openApiText());
+    expect(doc.openapi).toBe('3.0.3');
+    expect(Object.keys(doc.paths).sort()).toEqual(
+      ['/api/v1/gpus', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/metrics', '/healthz', '/metrics', '/openapi.json', '/readyz'].sort(),
+    );
+    const params = doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.parameters;
+    expect(params.map((p: { name: string }) => p.name)).toEqual(['uuid', 'start_time', 'end_time', 'metric', 'limit', 'cursor']);
+    expect(params.find((p: { name: string }) => p.name === 'limit').schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 10_000, default: 1000 });
+    expect(Object.keys(doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.responses)).toEqual(['200', '400', '401', '403', '404', '500']);
+    expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+  });
+});
