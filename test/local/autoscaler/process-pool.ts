@@ -1,0 +1,168 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+// A local stand-in for a Deployment's replicas: N worker processes of one function. scaleTo(n)
+// starts or stops processes; a stop is SIGTERM (the worker drains), then SIGKILL after a grace
+// period, like a pod's terminationGracePeriodSeconds. A worker that dies on its own is restarted
+// with a growing delay (like CrashLoopBackOff). Fixed-count mode is this pool with scaleTo(N).
+
+export interface WorkerPool {
+  /** Desired replica count (a Deployment's spec.replicas). */
+  replicas(): number;
+  scaleTo(n: number): Promise<void>;
+}
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface ProcessPoolOptions {
+  /** Function name: `functions/<fn>/worker.ts` is started. */
+  fn: string;
+  /** Environment for the workers (NATS_URL, CLICKHOUSE_URL, ...), on top of process.env. */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Arguments after `node`; default `--import tsx functions/<fn>/worker.ts`. */
+  args?: string[];
+  /** SIGTERM → SIGKILL grace period (default 30 s). */
+  stopTimeoutMs?: number;
+  /** Receives every output line, prefixed `[fn#n]` (default: console.log). */
+  output?: (line: string) => void;
+  /** First restart delay after a crash (default 1 s; doubles, max 30 s). */
+  restartDelayMs?: number;
+}
+
+interface Instance {
+  slot: number;
+  label: string;
+  proc?: ChildProcess;
+  exited?: Promise<void>;
+  terminating: boolean;
+  restarts: number;
+  restartTimer?: NodeJS.Timeout;
+}
+
+export class ProcessPool implements WorkerPool {
+  private readonly instances: Instance[] = [];
+  private desired = 0;
+  /** Serialises scaleTo calls. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: ProcessPoolOptions) {}
+
+  replicas(): number {
+    return this.desired;
+  }
+
+  /** Live processes (not terminating). */
+  running(): { label: string; pid?: number; restarts: number }[] {
+    return this.instances.filter((i) => !i.terminating).map((i) => ({ label: i.label, pid: i.proc?.pid, restarts: i.restarts }));
+  }
+
+  scaleTo(n: number): Promise<void> {
+    if (!Number.isInteger(n) || n < 0) return Promise.reject(new Error(`invalid replica count ${n}`));
+    const next = this.queue.then(() => this.apply(n));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  stop(): Promise<void> {
+    return this.scaleTo(0);
+  }
+
+  private out(line: string): void {
+    (this.opts.output ?? console.log)(line);
+  }
+
+  private async apply(n: number): Promise<void> {
+    this.desired = n;
+    const live = this.instances.filter((i) => !i.terminating);
+    for (let k = live.length; k < n; k++) this.start(this.freeSlot());
+    if (live.length > n) {
+      // Newest (highest slot) first, as a ReplicaSet prefers to delete the youngest pods.
+      const victims = live.sort((a, b) => b.slot - a.slot).slice(0, live.length - n);
+      await Promise.all(victims.map((v) => this.terminate(v)));
+    }
+  }
+
+  private freeSlot(): number {
+    const used = new Set(this.instances.map((i) => i.slot));
+    let s = 1;
+    while (used.has(s)) s++;
+    return s;
+  }
+
+  private start(slot: number, inst?: Instance): void {
+    const i: Instance = inst ?? { slot, label: `${this.opts.fn}#${slot}`, terminating: false, restarts: 0 };
+    if (!inst) this.instances.push(i);
+    const args = this.opts.args ?? ['--import', 'tsx', `functions/${this.opts.fn}/worker.ts`];
+    // WORKER_HTTP_PORT=0: N local workers cannot share one health port.
+    const env = { ...process.env, ...this.opts.env, WORKER_HTTP_PORT: '0' };
+    const proc = spawn(process.execPath, args, { cwd: this.opts.cwd ?? repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    i.proc = proc;
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => this.out(`[${i.label}] ${line}`));
+    }
+    i.exited = new Promise<void>((done) => {
+      let settled = false;
+      const onEnd = (what: string) => {
+        if (settled) return;
+        settled = true;
+        done();
+        if (i.proc === proc) this.onExit(i, what);
+      };
+      // 'close' (not 'exit'): the last output lines have been read by then.
+      proc.once('close', (code, signal) => onEnd(signal ? `signal ${signal}` : `code ${code}`));
+      proc.once('error', (e) => onEnd(`error ${e.message}`));
+    });
+  }
+
+  private onExit(i: Instance, what: string): void {
+    if (i.terminating) {
+      this.instances.splice(this.instances.indexOf(i), 1);
+      return;
+    }
+    i.restarts++;
+    const base = this.opts.restartDelayMs ?? 1000;
+    const delay = Math.min(base * 2 ** (i.restarts - 1), 30_000);
+    this.out(`[${i.label}] exited unexpectedly (${what}); restarting in ${Math.round(delay / 100) / 10}s`);
+    i.restartTimer = setTimeout(() => {
+      i.restartTimer = undefined;
+      if (!i.terminating) this.start(i.slot, i);
+    }, delay);
+  }
+
+  private async terminate(i: Instance): Promise<void> {
+    i.terminating = true;
+    if (i.restartTimer) {
+      clearTimeout(i.restartTimer);
+      i.restartTimer = undefined;
+    }
+    const proc = i.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
+      const idx = this.instances.indexOf(i);
+      if (idx >= 0) this.instances.splice(idx, 1);
+      return;
+    }
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      this.out(`[${i.label}] did not exit within ${this.opts.stopTimeoutMs ?? 30_000} ms; SIGKILL`);
+      proc.kill('SIGKILL');
+    }, this.opts.stopTimeoutMs ?? 30_000);
+    await i.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Fixed-count mode (the original system's manual scaling): one pool per function, no autoscaler. */
+export async function startFixedPools(
+  counts: Record<string, number>,
+  opts: Omit<ProcessPoolOptions, 'fn'> = {},
+): Promise<{ pools: Record<string, ProcessPool>; stop(): Promise<void> }> {
+  const pools: Record<string, ProcessPool> = {};
+  for (const [fn, n] of Object.entries(counts)) {
+    pools[fn] = new ProcessPool({ ...opts, fn });
+    await pools[fn].scaleTo(n);
+  }
+  return { pools, stop: async () => void (await Promise.all(Object.values(pools).map((p) => p.stop()))) };
+}
