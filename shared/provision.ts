@@ -118,7 +118,8 @@ export async function provisionNats(nc: NatsConnection, cfg: ProvisionConfig): P
   const ttl = cfg.RETENTION_HOURS * 3600_000;
   await js.views.kv(BUCKETS.status, { history: 1, ttl, replicas: cfg.JETSTREAM_REPLICAS });
   await js.views.kv(BUCKETS.progress, { history: 1, ttl, replicas: cfg.JETSTREAM_REPLICAS });
-  await js.views.os(BUCKETS.objects, { ttl, replicas: cfg.JETSTREAM_REPLICAS });
+  // Object store ttl is in nanoseconds (the KV one above is in milliseconds).
+  await js.views.os(BUCKETS.objects, { ttl: nanos(ttl), replicas: cfg.JETSTREAM_REPLICAS });
 }
 
 export async function provisionClickHouse(client: ClickHouseClient, database: string): Promise<void> {
