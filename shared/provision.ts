@@ -21,8 +21,6 @@ import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
 // consumer would never be started.
 
 export const provisionEnv = z.object({
-  /** Deliveries the workers attempt; the server-side max_deliver is a backstop above it. */
-  WORKER_MAX_DELIVER: intVar(5, 1, 100),
   /** Redelivery timer for an unacknowledged message (workers send progress while busy). */
   CONSUMER_ACK_WAIT_MS: intVar(60_000, 1000),
   /** Cap on messages in flight per consumer across all replicas. */
@@ -76,7 +74,9 @@ export function consumerConfigs(cfg: ProvisionConfig): { stream: string; config:
   const common = {
     ack_policy: AckPolicy.Explicit,
     ack_wait: nanos(cfg.CONSUMER_ACK_WAIT_MS),
-    max_deliver: cfg.WORKER_MAX_DELIVER + 2,
+    // Unlimited on the server: workers bound retries of failing messages themselves
+    // (WORKER_MAX_DELIVER, then dead letter) while outages are retried until they end.
+    max_deliver: -1,
   };
   return [
     {

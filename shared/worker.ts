@@ -9,7 +9,8 @@ import { SUBJECTS } from './names.ts';
 // Runs a CloudEvent function as a JetStream pull worker: fetch → decode the NATS message into a
 // CloudEvent → call the same handler the Functions Framework calls → ack on success, nak with
 // exponential delay on failure, and after a bounded number of deliveries publish the message to
-// the dead-letter subject (with the reason) and terminate it. SIGTERM stops fetching and lets the
+// the dead-letter subject (with the reason) and terminate it. Transient failures (a dependency
+// down) are retried without that bound. SIGTERM stops fetching and lets the
 // batch in hand finish before the connection drains.
 
 export interface BatchOutcome {
@@ -19,6 +20,21 @@ export interface BatchOutcome {
 
 /** Thrown by a handler for a message that can never succeed: dead-lettered without retries. */
 export class PermanentError extends Error {}
+
+const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'TIMEOUT', '503']);
+
+/**
+ * Failures of a dependency rather than of the message (connection refused, timeouts, a full
+ * stream pushing back). They are retried without limit and never dead-lettered: an outage must
+ * not turn good data into dead letters.
+ */
+export function isTransient(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
+  if (!err) return false;
+  if (TRANSIENT_CODES.has(String(err.code))) return true;
+  if (/socket hang up|timeout|maximum (messages|bytes) exceeded|connection (closed|refused)/i.test(String(err.message ?? ''))) return true;
+  return err.cause !== undefined && err.cause !== e && isTransient(err.cause);
+}
 
 export type BatchHandler = (events: CloudEventV1<unknown>[], msgs: JsMsg[]) => Promise<BatchOutcome | void>;
 
@@ -70,9 +86,9 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
   let stopping = false;
   const active = new Set<{ stop: () => void }>();
 
-  async function fail(msg: JsMsg, reason: string, poison: boolean) {
+  async function fail(msg: JsMsg, reason: string, poison: boolean, transient = false) {
     const deliveries = msg.info.deliveryCount;
-    if (poison || deliveries >= opts.cfg.WORKER_MAX_DELIVER) {
+    if (poison || (!transient && deliveries >= opts.cfg.WORKER_MAX_DELIVER)) {
       await deadLetter(opts.nc, opts.consumer, msg, reason);
       msg.term(reason.slice(0, 200));
       messagesProcessed.inc({ consumer: opts.consumer, outcome: 'dead_letter' });
@@ -81,11 +97,12 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       const delay = retryDelayMs(opts.cfg, deliveries);
       msg.nak(delay);
       messagesProcessed.inc({ consumer: opts.consumer, outcome: 'nak' });
-      log({ level: 'warn', consumer: opts.consumer, msg: 'will retry', seq: msg.seq, deliveries, retryInMs: delay, reason });
+      log({ level: 'warn', consumer: opts.consumer, msg: 'will retry', seq: msg.seq, deliveries, retryInMs: delay, transient, reason });
     }
   }
 
-  async function handleBatch(msgs: JsMsg[]) {
+  /** Returns a pause (ms) before the next fetch when a dependency is down. */
+  async function handleBatch(msgs: JsMsg[]): Promise<number> {
     const events: CloudEventV1<unknown>[] = [];
     const kept: JsMsg[] = [];
     for (const m of msgs) {
@@ -96,7 +113,7 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
         await fail(m, `not a CloudEvent: ${e instanceof Error ? e.message : e}`, true);
       }
     }
-    if (kept.length === 0) return;
+    if (kept.length === 0) return 0;
     const heartbeat = setInterval(() => kept.forEach((m) => m.working()), opts.heartbeatMs ?? 15_000);
     try {
       const outcome = (await opts.handle(events, kept)) ?? {};
@@ -111,10 +128,14 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       }
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
-      for (const m of kept) await fail(m, reason, e instanceof PermanentError);
+      const transient = isTransient(e);
+      for (const m of kept) await fail(m, reason, e instanceof PermanentError, transient);
+      // Back off this loop too, so an outage is not hammered with fresh deliveries.
+      if (transient) return retryDelayMs(opts.cfg, Math.max(...kept.map((m) => m.info.deliveryCount)));
     } finally {
       clearInterval(heartbeat);
     }
+    return 0;
   }
 
   async function loop() {
@@ -132,7 +153,8 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
         await new Promise((r) => setTimeout(r, 1000));
       }
       // Messages already delivered are handled even when stopping: that is the drain.
-      if (msgs.length) await handleBatch(msgs);
+      const pause = msgs.length ? await handleBatch(msgs) : 0;
+      if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, pause));
     }
   }
 

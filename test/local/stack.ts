@@ -129,7 +129,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     stopFunction,
     async stop(stopOpts = {}) {
       await Promise.all([...processes].map((p) => stopProcess(p.process)));
-      await Promise.all([nats.stop(stopOpts), clickhouse.stop(stopOpts)]);
+      await Promise.all([stack.nats.stop(stopOpts), stack.clickhouse.stop(stopOpts)]);
     },
   };
   try {

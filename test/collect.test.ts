@@ -1,0 +1,118 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CloudEvent } from 'cloudevents';
+import { connect, type NatsConnection } from 'nats';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { clickhouseClient } from '../shared/clickhouse.ts';
+import { clickhouseEnv, parseEnv, workerEnv } from '../shared/config.ts';
+import { NATS, toNatsHeaders } from '../shared/cloudevents-nats.ts';
+import { BUCKETS, CONSUMERS, EVENT_TYPES, STREAMS, SUBJECTS } from '../shared/names.ts';
+import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/provision.ts';
+import { startPullWorker } from '../shared/worker.ts';
+import { createCollectHandler } from '../functions/collect/index.ts';
+import { collectEnv } from '../functions/collect/config.ts';
+import { fixtureRows, fixtureTsv } from './support/fixtures.ts';
+import { waitFor } from './support/ports.ts';
+import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
+
+// Redelivery must never duplicate rows: the same batch delivered twice, in the same or in a
+// different group, or republished as a new message, is stored exactly once.
+
+let nats: NatsServer;
+let clickhouse: RunningServer;
+let nc: NatsConnection;
+let ch: ClickHouseClient;
+let collect: ReturnType<typeof createCollectHandler>;
+
+const UPLOAD = '00000000-0000-4000-8000-00000000c011';
+const lines = fixtureTsv({ uploadId: UPLOAD, batchRows: 10_000 }).split('\n').filter(Boolean);
+
+/** A samples CloudEvent holding fixture rows [from, to) as batch `<UPLOAD>.0.<seq>`. */
+function batchEvent(seq: number, from: number, to: number) {
+  const id = `${UPLOAD}.0.${seq}`;
+  const body = lines.slice(from, to).map((l) => l.replace(/\t[^\t]+\t(\d+)$/, `\t${id}\t$1`)).join('\n') + '\n';
+  return new CloudEvent({ id, source: '/test', type: EVENT_TYPES.samples, datacontenttype: 'text/tab-separated-values', data: body });
+}
+
+async function stored(): Promise<{ rows: number; distinct: number }> {
+  const rs = await ch.query({
+    query: 'SELECT count() AS rows, uniqExact(uuid, metric_name, timestamp) AS distinct FROM samples WHERE upload_id = {u:String}',
+    query_params: { u: UPLOAD },
+    format: 'JSONEachRow',
+  });
+  const [r] = (await rs.json()) as { rows: string; distinct: string }[];
+  return { rows: Number(r.rows), distinct: Number(r.distinct) };
+}
+
+beforeAll(async () => {
+  [nats, clickhouse] = await Promise.all([startNats(), startClickHouse()]);
+  const env = { NATS_URL: nats.url, CLICKHOUSE_URL: clickhouse.url, CLICKHOUSE_DATABASE: 'telemetry' };
+  nc = await connect({ servers: nats.url });
+  await provisionNats(nc, parseEnv(provisionEnv, {}));
+  const admin = clickhouseClient(parseEnv(clickhouseEnv, env), { database: null });
+  await provisionClickHouse(admin, 'telemetry');
+  await admin.close();
+  const cfg = parseEnv(collectEnv, { ...env, COLLECT_MAX_ROWS: '600' });
+  ch = clickhouseClient(cfg);
+  collect = createCollectHandler(cfg, ch, async () => nc);
+});
+
+afterAll(async () => {
+  await ch?.close();
+  await nc?.close();
+  await Promise.all([nats?.stop(), clickhouse?.stop()]);
+});
+
+describe('collect idempotence (real ClickHouse)', () => {
+  it('stores a batch delivered twice in the same group once', async () => {
+    const group = [batchEvent(0, 0, 300), batchEvent(1, 300, 600)];
+    await collect(group);
+    await collect(group);
+    expect(await stored()).toEqual({ rows: 600, distinct: 600 });
+  });
+
+  it('stores batches redelivered in a different grouping once', async () => {
+    await collect([batchEvent(2, 600, 900)]);
+    await collect([batchEvent(3, 900, 1200), batchEvent(2, 600, 900)]);
+    await collect([batchEvent(4, 1200, 1500), batchEvent(3, 900, 1200), batchEvent(5, 1500, 1700)]);
+    expect(await stored()).toEqual({ rows: 1700, distinct: 1700 });
+  });
+
+  it('records progress for every batch, including skipped redeliveries', async () => {
+    const kv = await nc.jetstream().views.kv(BUCKETS.progress);
+    expect(Number((await kv.get(`${UPLOAD}.0.3`))!.string())).toBe(300);
+    expect(Number((await kv.get(`${UPLOAD}.0.5`))!.string())).toBe(200);
+  });
+
+  it('stores a fetch larger than COLLECT_MAX_ROWS completely (several inserts)', async () => {
+    await collect([batchEvent(6, 1700, 1900), batchEvent(7, 1900, 2100), batchEvent(8, 2100, 2470)]);
+    expect(await stored()).toEqual({ rows: fixtureRows().length, distinct: fixtureRows().length });
+  });
+
+  it('through JetStream: a batch republished under a new message id (after the duplicate window) is still stored once', async () => {
+    const worker = await startPullWorker({
+      nc,
+      stream: STREAMS.telemetry,
+      consumer: CONSUMERS.collect,
+      cfg: parseEnv(workerEnv, {}),
+      maxMessages: 10,
+      maxWaitMs: 1000,
+      handle: collect,
+      log: () => undefined,
+    });
+    try {
+      const js = nc.jetstream();
+      for (const msgID of ['first', 'second']) {
+        const msg = NATS.binary(batchEvent(0, 0, 300));
+        await js.publish(SUBJECTS.samples, msg.body, { headers: toNatsHeaders(msg), msgID });
+      }
+      const jsm = await nc.jetstreamManager();
+      await waitFor(async () => {
+        const info = await jsm.consumers.info(STREAMS.telemetry, CONSUMERS.collect);
+        return info.num_pending + info.num_ack_pending === 0 && info.delivered.stream_seq >= 2;
+      }, 'both messages acked', 15_000);
+      expect(await stored()).toEqual({ rows: 2470, distinct: 2470 });
+    } finally {
+      await worker.stop();
+    }
+  });
+});
