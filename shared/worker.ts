@@ -79,6 +79,41 @@ export async function deadLetter(nc: NatsConnection, consumer: string, msg: JsMs
   await nc.jetstream().publish(SUBJECTS.deadLetter(consumer), msg.data, { headers });
 }
 
+const WAITED = Symbol('waited');
+
+/**
+ * Groups a message iterator into batches: a batch starts with the next message and takes more
+ * until it has `max` or `waitMs` passed. A next() still pending when the wait ends is carried
+ * into the following batch, so no message is dropped between batches.
+ */
+export async function* batchesOf<T>(source: AsyncIterable<T>, max: number, waitMs: number): AsyncGenerator<T[]> {
+  const it = source[Symbol.asyncIterator]();
+  let pending: Promise<IteratorResult<T>> | undefined;
+  for (;;) {
+    const first = await (pending ?? it.next());
+    pending = undefined;
+    if (first.done) return;
+    const batch = [first.value];
+    const deadline = Date.now() + waitMs;
+    while (batch.length < max) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      pending = it.next();
+      let timer: NodeJS.Timeout | undefined;
+      const r = await Promise.race([pending, new Promise<typeof WAITED>((res) => (timer = setTimeout(() => res(WAITED), left)))]);
+      clearTimeout(timer);
+      if (r === WAITED) break;
+      pending = undefined;
+      if (r.done) {
+        yield batch;
+        return;
+      }
+      batch.push(r.value);
+    }
+    yield batch;
+  }
+}
+
 export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningWorker> {
   const log = opts.log ?? defaultLog;
   const js = opts.nc.jetstream();
@@ -90,7 +125,9 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
     const deliveries = msg.info.deliveryCount;
     if (poison || (!transient && deliveries >= opts.cfg.WORKER_MAX_DELIVER)) {
       await deadLetter(opts.nc, opts.consumer, msg, reason);
-      msg.term(reason.slice(0, 200));
+      // No term reason: servers before 2.11 ignore `+TERM <reason>` (the message would come back
+      // after ack_wait); the reason travels in the dead letter's headers instead.
+      msg.term();
       messagesProcessed.inc({ consumer: opts.consumer, outcome: 'dead_letter' });
       log({ level: 'error', consumer: opts.consumer, msg: 'dead-lettered', seq: msg.seq, deliveries, reason });
     } else {
@@ -140,21 +177,25 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
 
   async function loop() {
     while (!stopping && !opts.nc.isClosed()) {
-      const msgs: JsMsg[] = [];
       try {
-        const iter = await consumer.fetch({ max_messages: opts.maxMessages, expires: Math.max(1000, opts.maxWaitMs) });
-        const handle = { stop: () => iter.stop() };
+        // consume() keeps one pull subscription open. Repeated fetch() calls lose a message now
+        // and then: one the server delivers as a fetch expires is dropped by the client and only
+        // comes back after ack_wait (measured: a 60 s stall at the end of a 1 M-row upload).
+        const messages = await consumer.consume({ max_messages: opts.maxMessages, expires: 30_000 });
+        const handle = { stop: () => void messages.close() };
         active.add(handle);
-        for await (const m of iter) msgs.push(m);
+        for await (const batch of batchesOf(messages, opts.maxMessages, opts.maxWaitMs)) {
+          const pause = await handleBatch(batch);
+          if (stopping) break;
+          if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+        }
         active.delete(handle);
+        await messages.close();
       } catch (e) {
         if (stopping) break;
-        log({ level: 'warn', consumer: opts.consumer, msg: 'fetch failed', error: String(e) });
+        log({ level: 'warn', consumer: opts.consumer, msg: 'pull failed', error: String(e) });
         await new Promise((r) => setTimeout(r, 1000));
       }
-      // Messages already delivered are handled even when stopping: that is the drain.
-      const pause = msgs.length ? await handleBatch(msgs) : 0;
-      if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, pause));
     }
   }
 

@@ -22,6 +22,7 @@ const { values } = parseArgs({
     ingest: { type: 'string', default: '2' },
     collect: { type: 'string', default: '1' },
     keep: { type: 'boolean', default: false },
+    verbose: { type: 'boolean', default: false },
   },
 });
 
@@ -61,6 +62,7 @@ async function main() {
     ingestWorkers: Number(values.ingest),
     collectWorkers: Number(values.collect),
     httpFunctions: ['upload'],
+    verbose: values.verbose,
   });
   const ch = createClient({ url: stack.clickhouse.url, request_timeout: 600_000 });
   try {
