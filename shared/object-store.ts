@@ -106,11 +106,20 @@ export async function objectInfo(nc: NatsConnection, bucket: string, name: strin
   }
 }
 
+/** The object's chunks are not all stored (expired or purged): reading it can never succeed. */
+export class ObjectIncompleteError extends Error {}
+
 /** Streams an object's bytes and checks its digest at the end (throws on mismatch). */
 export async function* getObject(nc: NatsConnection, bucket: string, info: ObjectInfo): AsyncGenerator<Buffer> {
   if (info.chunks === 0) return;
+  const subject = chunkSubject(bucket, info.nuid);
+  // Chunks are stored before the meta, so fewer means they expired or were purged. Check first:
+  // a consumer on missing chunks would wait forever (and hold its caller's message in progress).
+  const si = await (await nc.jetstreamManager()).streams.info(objectStream(bucket), { subjects_filter: subject });
+  const stored = si.state.subjects?.[subject] ?? 0;
+  if (stored < info.chunks) throw new ObjectIncompleteError(`object ${info.name}: ${stored} of ${info.chunks} chunks stored (expired or deleted)`);
   const js = nc.jetstream();
-  const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: chunkSubject(bucket, info.nuid) });
+  const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: subject });
   const messages = await consumer.consume({ max_bytes: 8 * (info.options?.max_chunk_size ?? 1024 * 1024) });
   const sha = createHash('sha256');
   let seen = 0;
@@ -120,12 +129,13 @@ export async function* getObject(nc: NatsConnection, bucket: string, info: Objec
       sha.update(chunk);
       seen++;
       yield chunk;
-      if (seen === info.chunks) break;
+      // pending 0: nothing stored after this chunk, so a chunk lost since the check ends the read too.
+      if (seen === info.chunks || m.info.pending === 0) break;
     }
   } finally {
     messages.stop();
   }
-  if (seen !== info.chunks) throw new Error(`object ${info.name}: expected ${info.chunks} chunks, received ${seen}`);
+  if (seen !== info.chunks) throw new ObjectIncompleteError(`object ${info.name}: expected ${info.chunks} chunks, received ${seen}`);
   const digest = DIGEST_PREFIX + b64urlPadded(sha.digest());
   if (digest !== info.digest) throw new Error(`object ${info.name} is corrupt: digest ${digest} does not match ${info.digest}`);
 }

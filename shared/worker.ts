@@ -186,8 +186,10 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
         active.add(handle);
         for await (const batch of batchesOf(messages, opts.maxMessages, opts.maxWaitMs)) {
           const pause = await handleBatch(batch);
-          if (stopping) break;
-          if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+          // No break when stopping: close() completes only once the iterator has run to its end
+          // (a break would leave `await messages.close()` pending forever); what is already
+          // buffered is handled on the way, which is the drain.
+          if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, pause));
         }
         active.delete(handle);
         await messages.close();

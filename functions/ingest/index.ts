@@ -8,11 +8,11 @@ import { NATS, toNatsHeaders } from '../../shared/cloudevents-nats.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { BUCKETS, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { sharedNats } from '../../shared/nats.ts';
-import { getObject, objectInfo } from '../../shared/object-store.ts';
+import { getObject, ObjectIncompleteError, objectInfo } from '../../shared/object-store.ts';
 import { headerProblem, uploadedPart, type PartResult, type RejectReason, type UploadedPart } from '../../shared/schemas.ts';
 import { PermanentError } from '../../shared/worker.ts';
 import { ingestEnv, type IngestConfig } from './config.ts';
-import { columnIndexes, tsvLine, validateRecord } from './rows.ts';
+import { columnIndexes, fieldBreaks, tsvLine, validateRecord } from './rows.ts';
 
 // ingest (CloudEvent `csv.uploaded`): streams one stored part through csv-parse, validates every
 // row with zod, and publishes TabSeparated batches to the telemetry stream. Batch ids are
@@ -42,8 +42,9 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
       await save({ part: data.part, state: 'failed', accepted: 0, rejected: 0, batches: 0, rejects: [], error: `stored part ${data.object} no longer exists` });
       return;
     }
-    // A corrupt or incomplete object makes getObject throw at its end: the part is retried.
-    const result = await ingestPart(cfg, data, Readable.from(getObject(nc, BUCKETS.objects, object)), async (seq, body, rows) => {
+    // A corrupt object makes getObject throw at its end: the part is retried. Missing chunks
+    // (expired/deleted) cannot come back: the part fails like a missing object.
+    const publish: Publish = async (seq, body, rows) => {
       const id = `${data.uploadId}.${data.part}.${seq}`;
       const ce = new CloudEvent({
         id,
@@ -57,7 +58,15 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
       });
       const msg = NATS.binary(ce);
       return js.publish(SUBJECTS.samples, msg.body, { headers: toNatsHeaders(msg), msgID: id, timeout: 30_000 });
-    });
+    };
+    let result: PartResult;
+    try {
+      result = await ingestPart(cfg, data, Readable.from(getObject(nc, BUCKETS.objects, object)), publish);
+    } catch (e) {
+      if (!(e instanceof ObjectIncompleteError)) throw e;
+      await save({ part: data.part, state: 'failed', accepted: 0, rejected: 0, batches: 0, rejects: [], error: `stored part ${e.message}` });
+      return;
+    }
     await save(result);
     rowsCounter.inc({ stage: 'ingest', outcome: 'accepted' }, result.accepted);
     rowsCounter.inc({ stage: 'ingest', outcome: 'rejected' }, result.rejected);
@@ -96,6 +105,9 @@ export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: R
   };
 
   const lineBase = data.firstLine - 1;
+  // csv-parse's line counter runs ahead of physical (LF) lines by every CR inside fields and
+  // points at a record's last line; corrected so lines match the file however it was split.
+  let extraCr = 0;
   const parser = input.pipe(
     parse({
       relax_column_count: true,
@@ -103,12 +115,20 @@ export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: R
       skip_records_with_error: true,
       on_skip: (err: unknown) => {
         const e = err as { message?: string; lines?: number } | undefined;
-        reject(lineBase + (e?.lines ?? 0), `malformed CSV: ${e?.message ?? 'unparseable record'}`);
+        reject(lineBase + (e?.lines ?? 0) - extraCr, `malformed CSV: ${e?.message ?? 'unparseable record'}`);
         return undefined;
       },
-      on_record: (record: string[], context: { lines: number }) => ({ record, line: lineBase + context.lines }),
+      on_record: (record: string[], context: { lines: number }) => {
+        const { cr, lf } = fieldBreaks(record);
+        const line = lineBase + context.lines - extraCr - cr - lf;
+        extraCr += cr;
+        return { record, line };
+      },
     } as unknown as Options),
   );
+  // pipe() does not forward a source error (e.g. a corrupt stored part): without this the error
+  // would be unhandled (the process dies) and the parser would wait for input forever.
+  input.once('error', (e) => parser.destroy(e));
   let batchId = `${data.uploadId}.${data.part}.${seq}`;
   for await (const { record, line } of parser as AsyncIterable<{ record: string[]; line: number }>) {
     const r = validateRecord(record, indexes);

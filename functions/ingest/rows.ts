@@ -22,6 +22,24 @@ export function validateRecord(record: readonly string[], indexes: readonly numb
   return { ok: false, reason: parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ') };
 }
 
+/**
+ * CR and LF characters inside a record's fields. csv-parse's `lines` counts each of them as a
+ * line (so a CRLF twice) and stands at a record's last line; physical lines count LF only.
+ */
+export function fieldBreaks(record: readonly string[]): { cr: number; lf: number } {
+  let cr = 0;
+  let lf = 0;
+  for (const f of record) {
+    if (!f.includes('\n') && !f.includes('\r')) continue;
+    for (let i = 0; i < f.length; i++) {
+      const c = f.charCodeAt(i);
+      if (c === 10) lf++;
+      else if (c === 13) cr++;
+    }
+  }
+  return { cr, lf };
+}
+
 const NEEDS_ESCAPE = /[\t\n\r\\]/;
 /** TabSeparated escaping (backslash, tab, newline, carriage return). */
 export function tsvEscape(s: string): string {
