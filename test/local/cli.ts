@@ -46,9 +46,18 @@ async function getJson(url: string): Promise<any> {
 }
 
 function untilSignal(): Promise<void> {
+  // `on`, not `once`: Ctrl-C reaches this process twice (from the terminal's process group and
+  // relayed by the tsx parent); with no listener left the second one would kill it mid-shutdown.
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+    let seen = false;
+    const onSignal = (signal: string) => {
+      if (seen) return;
+      seen = true;
+      console.log(`${signal}: stopping (workers drain first)…`);
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
   });
 }
 
