@@ -119,7 +119,9 @@ describe('autoscaler loop', () => {
     }
   });
 
-  it('scales 0 → ceil(N/threshold) on a backlog and back to 0 after the cooldown', async () => {
+  // Timing-based (1 s policy periods, 0.2 s polls): one retry absorbs a starved poll on a loaded
+  // 2-core machine; the arithmetic itself is covered deterministically in autoscaler.test.ts.
+  it('scales 0 → ceil(N/threshold) on a backlog and back to 0 after the cooldown', { retry: 1 }, async () => {
     const js = nc.jetstream();
     for (let i = 0; i < N; i++) await js.publish('as.test', new TextEncoder().encode(`m${i}`));
 
