@@ -7,7 +7,7 @@
 //      verified with count()).
 // Prints rows/s for both, the ratio (b/a) and each function process's peak RSS (VmHWM).
 import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createClient } from '@clickhouse/client';
@@ -73,6 +73,8 @@ async function main() {
       .replace('hostname LowCardinality', 'Hostname LowCardinality');
     await ch.command({ query: 'CREATE DATABASE IF NOT EXISTS bench' });
     await ch.command({ query: ddl });
+    const chPid = stack.clickhouse.process.pid;
+    const baseCpu0 = cpuSeconds(chPid);
     const b0 = Date.now();
     await ch.insert({
       table: 'bench.direct',
@@ -82,6 +84,7 @@ async function main() {
       clickhouse_settings: { date_time_input_format: 'best_effort' },
     });
     const baselineSec = (Date.now() - b0) / 1000;
+    const baselineCpu = cpuSeconds(chPid) - baseCpu0;
     const direct = Number(((await (await ch.query({ query: 'SELECT count() AS n FROM bench.direct', format: 'JSONEachRow' })).json()) as { n: string }[])[0].n);
     if (direct !== rows) throw new Error(`baseline stored ${direct} rows, expected ${rows}`);
     await ch.command({ query: 'DROP DATABASE bench SYNC' });
@@ -101,6 +104,8 @@ async function main() {
     console.log(`(a) ClickHouse INSERT … FORMAT CSVWithNames : ${baselineSec.toFixed(2)} s  ${fmt(baseRate)} rows/s`);
     console.log(`(b) pipeline upload → queryable             : ${pipelineSec.toFixed(2)} s  ${fmt(pipeRate)} rows/s`);
     console.log(`ratio (b)/(a): ${(pipeRate / baseRate).toFixed(2)}`);
+    const pipelineCpu = pids.reduce<number>((n, pid) => n + cpuSeconds(pid) - (cpuBefore.get(pid) ?? 0), 0);
+    console.log(`CPU seconds: (a) ${baselineCpu.toFixed(1)} s in ClickHouse; (b) ${pipelineCpu.toFixed(1)} s over all processes (${((pipelineCpu / pipelineSec / cpus().length) * 100).toFixed(0)}% of ${cpus().length} cores)`);
     console.log('per process: peak RSS (VmHWM) and CPU seconds used during the pipeline run:');
     const row = (name: string, pid: number | undefined, note = '') =>
       console.log(`  ${name.padEnd(11)} ${peakRssMiB(pid).toFixed(0).padStart(5)} MiB  ${(cpuSeconds(pid) - (cpuBefore.get(pid) ?? 0)).toFixed(1).padStart(6)} s CPU${note}`);
