@@ -69,6 +69,8 @@ export const apiTokens = z
 
 export const httpEnv = z.object({
   PORT: intVar(8080, 0, 65535),
+  /** After SIGTERM, how long in-flight requests (e.g. a long upload) may take before exit. */
+  HTTP_DRAIN_MS: intVar(25_000, 0, 3_600_000),
   API_TOKENS: apiTokens,
 });
 export type HttpConfig = z.infer<typeof httpEnv>;

@@ -136,7 +136,7 @@ export function serve(
   handler: HttpHandler,
   port: number,
   onClose: () => Promise<void> = async () => {},
-  opts: { handleSignals?: boolean } = {},
+  opts: { handleSignals?: boolean; drainMs?: number } = {},
 ): Promise<Server> {
   const server = createServer((req, res) => void handler(req, res));
   server.keepAliveTimeout = 5000;
@@ -147,7 +147,7 @@ export function serve(
     console.log(JSON.stringify({ level: 'info', msg: `${signal}: draining HTTP server` }));
     server.close(() => void onClose().finally(() => process.exit(0)));
     server.closeIdleConnections();
-    setTimeout(() => process.exit(1), 25_000).unref();
+    setTimeout(() => process.exit(1), opts.drainMs ?? 25_000).unref();
   };
   if (opts.handleSignals !== false) {
     process.once('SIGTERM', () => shutdown('SIGTERM'));

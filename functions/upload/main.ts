@@ -7,5 +7,5 @@ import { uploadEnv } from './config.ts';
 import { uploadHandler } from './index.ts';
 
 const cfg = parseEnv(uploadEnv);
-await serve(uploadHandler, cfg.PORT, closeSharedNats);
+await serve(uploadHandler, cfg.PORT, closeSharedNats, { drainMs: cfg.HTTP_DRAIN_MS });
 console.log(JSON.stringify({ level: 'info', msg: 'upload listening', port: cfg.PORT, auth: cfg.API_TOKENS.size ? 'bearer tokens' : 'OPEN (no API_TOKENS set)' }));
