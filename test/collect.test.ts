@@ -26,10 +26,10 @@ let collect: ReturnType<typeof createCollectHandler>;
 const UPLOAD = '00000000-0000-4000-8000-00000000c011';
 const lines = fixtureTsv({ uploadId: UPLOAD, batchRows: 10_000 }).split('\n').filter(Boolean);
 
-/** A samples CloudEvent holding fixture rows [from, to) as batch `<UPLOAD>.0.<seq>`. */
-function batchEvent(seq: number, from: number, to: number) {
-  const id = `${UPLOAD}.0.${seq}`;
-  const body = lines.slice(from, to).map((l) => l.replace(/\t[^\t]+\t(\d+)$/, `\t${id}\t$1`)).join('\n') + '\n';
+/** A samples CloudEvent holding fixture rows [from, to) as batch `<upload>.0.<seq>`. */
+function batchEvent(seq: number, from: number, to: number, upload = UPLOAD) {
+  const id = `${upload}.0.${seq}`;
+  const body = lines.slice(from, to).map((l) => l.replace(/\t[^\t]+\t[^\t]+\t(\d+)$/, `\t${upload}\t${id}\t$1`)).join('\n') + '\n';
   return new CloudEvent({ id, source: '/test', type: EVENT_TYPES.samples, datacontenttype: 'text/tab-separated-values', data: body });
 }
 
@@ -86,6 +86,30 @@ describe('collect idempotence (real ClickHouse)', () => {
   it('stores a fetch larger than COLLECT_MAX_ROWS completely (several inserts)', async () => {
     await collect([batchEvent(6, 1700, 1900), batchEvent(7, 1900, 2100), batchEvent(8, 2100, 2470)]);
     expect(await stored()).toEqual({ rows: fixtureRows().length, distinct: fixtureRows().length });
+  });
+
+  it('stores a 40 MB group as a single part (atomic), so the batch ledger is exact', async () => {
+    const big = '00000000-0000-4000-8000-00000000b16b';
+    const insertAll = createCollectHandler(parseEnv(collectEnv, { CLICKHOUSE_URL: clickhouse.url, COLLECT_MAX_ROWS: '1000000' }), ch, async () => nc);
+    const group = Array.from({ length: 40 }, (_, i) => batchEvent(i, 0, 2470, big));
+    await insertAll(group);
+    const rs = await ch.query({
+      query: 'SELECT count() AS rows, uniqExact(_part) AS parts FROM samples WHERE upload_id = {u:String}',
+      query_params: { u: big },
+      format: 'JSONEachRow',
+    });
+    expect((await rs.json())[0]).toEqual({ rows: 40 * 2470, parts: 1 });
+  });
+
+  it('dead-letters only the batch ClickHouse rejects, not its neighbours', async () => {
+    const mixed = '00000000-0000-4000-8000-0000000bad00';
+    const good = batchEvent(0, 0, 100, mixed);
+    const bad = batchEvent(1, 100, 200, mixed);
+    const broken = new CloudEvent({ ...bad.toJSON(), data: String(bad.data).replace(/^[^\t]+/, 'not-a-time') } as never);
+    const outcome = await collect([good, broken, batchEvent(2, 200, 300, mixed)]);
+    expect(outcome.poison?.map((p) => p.index)).toEqual([1]);
+    const rs = await ch.query({ query: 'SELECT count() AS n FROM samples WHERE upload_id = {u:String}', query_params: { u: mixed }, format: 'JSONEachRow' });
+    expect(Number(((await rs.json()) as { n: string }[])[0].n)).toBe(200);
   });
 
   it('through JetStream: a batch republished under a new message id (after the duplicate window) is still stored once', async () => {

@@ -10,7 +10,7 @@ import { rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES } from '../../shared/names.ts';
 import { sharedNats } from '../../shared/nats.ts';
-import { PermanentError, type BatchOutcome } from '../../shared/worker.ts';
+import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
@@ -21,8 +21,9 @@ import { collectEnv, type CollectConfig } from './config.ts';
 // 2. before inserting, batch ids already present in collected_batches (filled by a view in the
 //    same INSERT) are skipped, which also covers a batch redelivered in a different group or
 //    republished after the stream's duplicate window.
-// An INSERT is a single block (max_insert_block_size ≥ its rows) into an unpartitioned table,
-// so each group is stored entirely or not at all: a batch id present means all its rows are.
+// An INSERT is a single block (no parallel parsing, max_insert_block_size ≥ its rows) into an
+// unpartitioned table, so each group is stored entirely or not at all: a batch id present means
+// all its rows are (test/collect.test.ts checks one part per insert).
 
 interface Batch {
   index: number;
@@ -88,7 +89,10 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
         insert_deduplication_token: dedupToken(group.map((b) => b.id)),
         insert_deduplicate: 1,
         deduplicate_blocks_in_dependent_materialized_views: 1,
-        max_insert_block_size: String(Math.max(rows + 1, 1_048_576)),
+        // One block, hence one part: parallel parsing would cut the body into ~10 MiB pieces
+        // that become separate parts (seen: 4 parts for a 42 MB insert).
+        input_format_parallel_parsing: 0,
+        max_insert_block_size: '1048576',
         min_insert_block_size_rows: '0',
         min_insert_block_size_bytes: '0',
       },
@@ -107,10 +111,27 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
     if (batches.length === 0) return { poison };
     const already = await storedIds(batches.map((b) => b.id));
     const fresh = batches.filter((b) => !already.has(b.id));
-    for (const group of groupBatches(fresh, cfg.COLLECT_MAX_ROWS)) await insert(group);
+    for (const group of groupBatches(fresh, cfg.COLLECT_MAX_ROWS)) {
+      try {
+        await insert(group);
+      } catch (e) {
+        // An outage fails the whole fetch (retried); a rejected INSERT is narrowed down to the
+        // batches ClickHouse refuses, so one bad batch does not dead-letter its neighbours.
+        if (isTransient(e) || group.length === 1) throw e;
+        for (const b of group) {
+          try {
+            await insert([b]);
+          } catch (one) {
+            if (isTransient(one)) throw one;
+            poison.push({ index: b.index, reason: `ClickHouse rejected batch ${b.id}: ${one instanceof Error ? one.message : one}` });
+          }
+        }
+      }
+    }
     // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
+    const refused = new Set(poison.map((p) => p.index));
     const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
-    await Promise.all(batches.map((b) => kv.put(b.id, String(b.rows))));
+    await Promise.all(batches.filter((b) => !refused.has(b.index)).map((b) => kv.put(b.id, String(b.rows))));
     return { poison };
   };
 }
