@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Scope } from './config.ts';
 import { httpRequestDuration, metricsText } from './metrics.ts';
+import { isTransient } from './transient.ts';
 
 // Plain node:http request/response types, so a handler runs unchanged under the Functions
 // Framework (whose Express objects extend these) and under our streaming server below.
@@ -91,7 +92,11 @@ export function router(routes: Route[], opts: { name: string }): HttpHandler {
       await hit.r.handle(req, res, params, url);
     } catch (e) {
       if (e instanceof HttpError) sendError(res, e.status, e.code, e.message, e.details);
-      else {
+      else if (isTransient(e)) {
+        // A dependency (NATS, ClickHouse) is down: retryable, and said so.
+        res.setHeader('retry-after', '5');
+        sendError(res, 503, 'unavailable', 'a backing service is unavailable; retry shortly');
+      } else {
         console.error(JSON.stringify({ level: 'error', fn: opts.name, msg: 'request failed', error: String(e) }));
         sendError(res, 500, 'internal', 'internal error');
       }

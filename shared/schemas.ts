@@ -12,10 +12,11 @@ export type DcgmColumn = (typeof DCGM_COLUMNS)[number];
 
 /** Names the missing and unknown columns of a header, or returns undefined when it is usable. */
 export function headerProblem(header: readonly string[]): string | undefined {
-  const seen = new Set(header.map((h) => h.trim()));
+  const names = header.map((h) => h.trim());
+  const seen = new Set(names);
   const missing = DCGM_COLUMNS.filter((c) => !seen.has(c));
   const unknown = [...seen].filter((c) => !(DCGM_COLUMNS as readonly string[]).includes(c));
-  const duplicated = header.filter((h, i) => header.indexOf(h) !== i);
+  const duplicated = names.filter((h, i) => names.indexOf(h) !== i);
   const parts: string[] = [];
   if (missing.length) parts.push(`missing column(s): ${missing.join(', ')}`);
   if (unknown.length) parts.push(`unknown column(s): ${unknown.join(', ')}`);

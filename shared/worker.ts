@@ -5,6 +5,7 @@ import { NATS, fromNatsMsg, toNatsHeaders } from './cloudevents-nats.ts';
 import { operationalRoutes, router, serve } from './http.ts';
 import { messagesProcessed } from './metrics.ts';
 import { SUBJECTS } from './names.ts';
+import { isTransient } from './transient.ts';
 
 // Runs a CloudEvent function as a JetStream pull worker: fetch → decode the NATS message into a
 // CloudEvent → call the same handler the Functions Framework calls → ack on success, nak with
@@ -21,20 +22,7 @@ export interface BatchOutcome {
 /** Thrown by a handler for a message that can never succeed: dead-lettered without retries. */
 export class PermanentError extends Error {}
 
-const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'TIMEOUT', '503']);
-
-/**
- * Failures of a dependency rather than of the message (connection refused, timeouts, a full
- * stream pushing back). They are retried without limit and never dead-lettered: an outage must
- * not turn good data into dead letters.
- */
-export function isTransient(e: unknown): boolean {
-  const err = e as { code?: unknown; message?: unknown; cause?: unknown } | undefined;
-  if (!err) return false;
-  if (TRANSIENT_CODES.has(String(err.code))) return true;
-  if (/socket hang up|timeout|maximum (messages|bytes) exceeded|connection (closed|refused)/i.test(String(err.message ?? ''))) return true;
-  return err.cause !== undefined && err.cause !== e && isTransient(err.cause);
-}
+export { isTransient };
 
 export type BatchHandler = (events: CloudEventV1<unknown>[], msgs: JsMsg[]) => Promise<BatchOutcome | void>;
 
@@ -80,6 +68,8 @@ export async function deadLetter(nc: NatsConnection, consumer: string, msg: JsMs
 }
 
 const WAITED = Symbol('waited');
+/** Longest a pull loop sleeps after a dependency failure (ack_wait is 60 s by default). */
+const MAX_LOOP_PAUSE_MS = 5000;
 
 /**
  * Groups a message iterator into batches: a batch starts with the next message and takes more
@@ -184,15 +174,20 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
         const messages = await consumer.consume({ max_messages: opts.maxMessages, expires: 30_000 });
         const handle = { stop: () => void messages.close() };
         active.add(handle);
-        for await (const batch of batchesOf(messages, opts.maxMessages, opts.maxWaitMs)) {
-          const pause = await handleBatch(batch);
-          // No break when stopping: close() completes only once the iterator has run to its end
-          // (a break would leave `await messages.close()` pending forever); what is already
-          // buffered is handled on the way, which is the drain.
-          if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, pause));
+        try {
+          for await (const batch of batchesOf(messages, opts.maxMessages, opts.maxWaitMs)) {
+            const pause = await handleBatch(batch);
+            // No break when stopping: close() completes only once the iterator has run to its end
+            // (a break would leave `await messages.close()` pending forever); what is already
+            // buffered is handled on the way, which is the drain. The pause is capped well below
+            // ack_wait: messages buffered meanwhile get no progress signal, and one redelivered
+            // elsewhere while still held here would be handled twice.
+            if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, Math.min(pause, MAX_LOOP_PAUSE_MS)));
+          }
+        } finally {
+          active.delete(handle);
+          messages.stop();
         }
-        active.delete(handle);
-        await messages.close();
       } catch (e) {
         if (stopping) break;
         log({ level: 'warn', consumer: opts.consumer, msg: 'pull failed', error: String(e) });

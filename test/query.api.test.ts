@@ -379,14 +379,15 @@ describe('HTTP behaviour', () => {
   });
 
   // Last: stops ClickHouse.
-  it('reports 503 on /readyz and a bare 500 on the API when ClickHouse is down', async () => {
+  it('reports 503 on /readyz and a retryable 503 (no internals) on the API when ClickHouse is down', async () => {
     await clickhouse.stop();
     const ready = await get('/readyz');
     expect(ready.status).toBe(503);
     expect(ready.body.problems).toEqual([expect.stringContaining('ClickHouse')]);
     expect((await get('/healthz')).status).toBe(200);
     const failed = await get('/api/v1/gpus');
-    expect(failed.status).toBe(500);
-    expect(failed.body).toEqual({ error: { code: 'internal', message: 'internal error' } });
+    expect(failed.status).toBe(503);
+    expect(failed.headers.get('retry-after')).toBe('5');
+    expect(failed.body).toEqual({ error: { code: 'unavailable', message: 'a backing service is unavailable; retry shortly' } });
   });
 });

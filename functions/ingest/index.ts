@@ -129,22 +129,28 @@ export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: R
   // pipe() does not forward a source error (e.g. a corrupt stored part): without this the error
   // would be unhandled (the process dies) and the parser would wait for input forever.
   input.once('error', (e) => parser.destroy(e));
-  let batchId = `${data.uploadId}.${data.part}.${seq}`;
-  for await (const { record, line } of parser as AsyncIterable<{ record: string[]; line: number }>) {
-    const r = validateRecord(record, indexes);
-    if (!r.ok) {
-      reject(line, r.reason);
-      continue;
+  try {
+    let batchId = `${data.uploadId}.${data.part}.${seq}`;
+    for await (const { record, line } of parser as AsyncIterable<{ record: string[]; line: number }>) {
+      const r = validateRecord(record, indexes);
+      if (!r.ok) {
+        reject(line, r.reason);
+        continue;
+      }
+      accepted++;
+      lines.push(tsvLine(r.sample, restamp ? Date.now() : r.sample.timestamp, data.uploadId, batchId, line));
+      if (lines.length >= cfg.INGEST_BATCH_ROWS) {
+        await flush();
+        batchId = `${data.uploadId}.${data.part}.${seq}`;
+      }
     }
-    accepted++;
-    lines.push(tsvLine(r.sample, restamp ? Date.now() : r.sample.timestamp, data.uploadId, batchId, line));
-    if (lines.length >= cfg.INGEST_BATCH_ROWS) {
-      await flush();
-      batchId = `${data.uploadId}.${data.part}.${seq}`;
-    }
+    await flush();
+    await Promise.all(inFlight);
+  } finally {
+    // An early exit (a failed publish) leaves the source suspended; destroying it ends the
+    // object read and its consumer instead of leaking one per failed attempt.
+    input.destroy();
   }
-  await flush();
-  await Promise.all(inFlight);
   if (firstError !== undefined) throw firstError;
   return { part: data.part, state: 'done', accepted, rejected, batches: seq, rejects };
 }
