@@ -62,18 +62,24 @@ export async function uploadFile(file: string, opts: UploadCliOptions): Promise<
     body: Readable.toWeb(body) as ReadableStream,
     duplex: 'half',
   } as RequestInit);
-  const answer = (await res.json()) as { id?: string; status_url?: string; error?: { message: string } };
+  const answer = (await res.json().catch(() => ({}))) as { id?: string; status_url?: string; error?: { message: string } };
   if (res.status !== 202 || !answer.id) throw new Error(`upload rejected (${res.status}): ${answer.error?.message ?? JSON.stringify(answer)}`);
   say(`uploaded ${mb(size)} MiB in ${((Date.now() - started) / 1000).toFixed(1)} s — upload id ${answer.id}`, true);
   const statusUrl = `${base}${answer.status_url}`;
   const auth: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
-  let status = (await (await fetch(statusUrl, { headers: auth })).json()) as UploadStatusBody;
+  const readStatus = async (): Promise<UploadStatusBody> => {
+    const r = await fetch(statusUrl, { headers: auth });
+    const body = (await r.json()) as UploadStatusBody & { error?: { message: string } };
+    if (!r.ok) throw new Error(`status of upload ${answer.id} (${r.status}): ${body.error?.message ?? JSON.stringify(body)}`);
+    return body;
+  };
+  let status = await readStatus();
   if (!opts.wait) return status;
   const deadline = Date.now() + (opts.timeoutMs ?? 3_600_000);
   while (status.state !== 'done' && status.state !== 'failed') {
     if (Date.now() > deadline) throw new Error(`gave up waiting for upload ${answer.id} (state ${status.state})`);
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 500));
-    status = (await (await fetch(statusUrl, { headers: auth })).json()) as UploadStatusBody;
+    status = await readStatus();
     say(`${status.state}: ${status.rows_stored.toLocaleString()} of ${status.rows_accepted.toLocaleString()} accepted rows stored, ${status.rows_rejected.toLocaleString()} rejected`);
   }
   say(`${status.state}: ${status.rows_stored.toLocaleString()} rows stored, ${status.rows_rejected.toLocaleString()} rejected (${((Date.now() - started) / 1000).toFixed(1)} s)`, true);

@@ -95,8 +95,13 @@ async function up(autoscale: boolean): Promise<void> {
   });
   let stopScaler: (() => Promise<void>) | undefined;
   if (autoscale) {
-    const { startLocalAutoscaler } = await import('./autoscaler/index.ts');
-    stopScaler = await startLocalAutoscaler(stack, dataDir);
+    try {
+      const { startLocalAutoscaler } = await import('./autoscaler/index.ts');
+      stopScaler = await startLocalAutoscaler(stack, dataDir);
+    } catch (e) {
+      await stack.stop({ keepData: true });
+      throw e;
+    }
   }
   console.log(`
 local stack is up (data in ${dataDir}); the API is OPEN unless API_TOKENS is set

@@ -3,8 +3,9 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { provisionAll } from '../../shared/provision-main.ts';
-import { freePort, waitFor } from '../support/ports.ts';
-import { startClickHouse, startNats, type NatsServer, type RunningServer } from '../support/servers.ts';
+import { WaitAborted, freePort, waitFor } from '../support/ports.ts';
+import { startClickHouse, startNats, stopProcess, type NatsServer, type RunningServer } from '../support/servers.ts';
+
 
 // The local stack: a real nats-server (JetStream) and the ClickHouse engine from chdb, provisioned
 // like the cluster's Job does, plus the four functions as separate processes, exactly as they run
@@ -64,20 +65,18 @@ export function functionCommand(name: FunctionName, useBundles = false): string[
   return useBundles ? [join(repoRoot, entry.js)] : ['--import', 'tsx', join(repoRoot, entry.ts)];
 }
 
-export async function stopProcess(proc: ChildProcess, graceMs = 30_000): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
-}
-
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const natsDir = opts.dataDir ? join(opts.dataDir, 'nats') : undefined;
   const chDir = opts.dataDir ? join(opts.dataDir, 'clickhouse') : undefined;
   if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
-  const [nats, clickhouse] = await Promise.all([startNats({ dataDir: natsDir }), startClickHouse({ dataDir: chDir })]);
+  const [natsResult, chResult] = await Promise.allSettled([startNats({ dataDir: natsDir }), startClickHouse({ dataDir: chDir })]);
+  if (natsResult.status === 'rejected' || chResult.status === 'rejected') {
+    // Do not leave the one that did start running.
+    await Promise.all([natsResult, chResult].map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw natsResult.status === 'rejected' ? natsResult.reason : (chResult as PromiseRejectedResult).reason;
+  }
+  const nats = natsResult.value;
+  const clickhouse = chResult.value;
   const uploadPort = opts.uploadPort ?? (await freePort());
   const queryPort = opts.queryPort ?? (await freePort());
   const env: Record<string, string> = {
@@ -114,7 +113,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   }
 
   async function stopFunction(p: FunctionProcess): Promise<void> {
-    await stopProcess(p.process);
+    await stopProcess(p.process, 30_000);
     processes.splice(processes.indexOf(p), 1);
   }
 
@@ -128,7 +127,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     startFunction,
     stopFunction,
     async stop(stopOpts = {}) {
-      await Promise.all([...processes].map((p) => stopProcess(p.process)));
+      await Promise.all([...processes].map((p) => stopProcess(p.process, 30_000)));
       await Promise.all([stack.nats.stop(stopOpts), stack.clickhouse.stop(stopOpts)]);
     },
   };
@@ -143,7 +142,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     for (const url of http.map((h) => urls[h])) {
       await waitFor(async () => {
         const dead = processes.find((p) => p.process.exitCode !== null);
-        if (dead) throw new Error(`${dead.name} exited:\n${dead.output.join('\n')}`);
+        if (dead) throw new WaitAborted(`${dead.name} exited:\n${dead.output.join('\n')}`);
         return (await fetch(`${url}/healthz`)).ok;
       }, `${url}/healthz`, 60_000, 200);
     }

@@ -13,6 +13,9 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Thrown by a waitFor check when waiting longer cannot help (e.g. the process died). */
+export class WaitAborted extends Error {}
+
 export async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
@@ -20,6 +23,7 @@ export async function waitFor(check: () => Promise<boolean>, what: string, timeo
     try {
       if (await check()) return;
     } catch (e) {
+      if (e instanceof WaitAborted) throw e;
       lastError = e;
     }
     await new Promise((r) => setTimeout(r, everyMs));

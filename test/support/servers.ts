@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, waitFor } from './ports.ts';
+import { WaitAborted, freePort, waitFor } from './ports.ts';
 
 // Real servers for tests and the local stack: a nats-server with JetStream and the ClickHouse
 // engine from chdb, each on free ports with its own data dir, stopped (and cleaned) on request.
@@ -25,15 +25,19 @@ export interface NatsServer extends RunningServer {
   monitorEndpoint: string;
 }
 
+/** SIGTERM, then SIGKILL after graceMs; resolves when the process has exited. */
+export async function stopProcess(proc: ChildProcess, graceMs = 5000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
 function stopper(proc: ChildProcess, dataDir: string, ownsDir: boolean) {
   return async (opts: { keepData?: boolean } = {}) => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await stopProcess(proc);
     if (ownsDir && !opts.keepData) rmSync(dataDir, { recursive: true, force: true });
   };
 }
@@ -68,7 +72,7 @@ export async function startNats(opts: { dataDir?: string; port?: number; monitor
   const monitorEndpoint = `127.0.0.1:${monitorPort}`;
   try {
     await waitFor(async () => {
-      if (proc.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
+      if (proc.exitCode !== null) throw new WaitAborted(`nats-server exited: ${stderr}`);
       const r = await fetch(`http://${monitorEndpoint}/healthz?js-enabled-only=true`);
       return r.ok;
     }, 'nats-server', 15_000);
@@ -104,7 +108,7 @@ export async function startClickHouse(opts: { dataDir?: string; port?: number } 
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitFor(async () => {
-      if (proc.exitCode !== null) throw new Error(`ClickHouse (chdb) exited: ${stderr}`);
+      if (proc.exitCode !== null) throw new WaitAborted(`ClickHouse (chdb) exited: ${stderr}`);
       const r = await fetch(`${url}/ping`);
       return r.ok;
     }, 'ClickHouse (chdb)', 60_000);
