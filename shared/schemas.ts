@@ -87,7 +87,6 @@ export const uploadedPart = z.object({
 });
 export type UploadedPart = z.infer<typeof uploadedPart>;
 
-
 export const rejectReason = z.object({ line: z.number().int(), reason: z.string() });
 export type RejectReason = z.infer<typeof rejectReason>;
 
