@@ -4,7 +4,7 @@
 # `--build-arg FUNCTION=<entry>` only sets the default CMD for `docker run`.
 #   docker build -t gputel:dev .
 #   docker build --build-arg FUNCTION=upload -t gputel-upload:dev .
-# Entries: upload, query (HTTP on $PORT), ingest-worker, collect-worker (JetStream pull workers),
+# Entries: upload, query, remote-write (HTTP on $PORT), ingest-worker, collect-worker (JetStream pull workers),
 # provision (one-shot, exits 0).
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -22,8 +22,10 @@ RUN npm run build
 
 FROM ${NODE_IMAGE} AS runtime
 ARG FUNCTION=query
+# HTTP_HOST: a container listens on all its interfaces (the code's default is loopback).
 ENV NODE_ENV=production \
     NODE_OPTIONS=--enable-source-maps \
+    HTTP_HOST=0.0.0.0 \
     FUNCTION=${FUNCTION}
 WORKDIR /app
 # Owned by root and not writable by the runtime user; the pods also mount the root read-only.

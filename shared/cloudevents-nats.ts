@@ -124,6 +124,35 @@ function toEvent<T>(message: Message): CloudEvent<T> {
 
 export const NATS: Binding<NatsMessage, NatsMessage> = { binary, structured, toEvent, isEvent };
 
+/**
+ * Binary-mode message for an event whose data is already encoded bytes (a sample batch). The
+ * attributes are checked by the SDK; the body is used as it is — an event built with the SDK's
+ * `data` would carry a base64 copy of it (data_base64) that `binary()` decodes again.
+ */
+export function binaryMessage(attributes: Omit<CloudEventV1<never>, 'specversion' | 'data' | 'data_base64'>, body: Uint8Array): NatsMessage {
+  return { headers: binary(new CloudEvent(attributes)).headers, body };
+}
+
+/**
+ * A received event with its data left as the raw body bytes (binary mode): the attributes are
+ * decoded, the body is neither copied nor decoded as text or JSON. For handlers that pass the
+ * payload on untouched (collect). Structured-mode events are decoded as usual.
+ */
+export function toEventWithRawData(message: NatsMessage): CloudEventV1<Uint8Array | unknown> {
+  const h = lowerCaseHeaders(message.headers);
+  if (isStructured(h)) return toEvent(message);
+  if (!(PREFIX + 'id' in h)) throw new ValidationError('not a CloudEvent: no ce-id header and not structured mode');
+  const event: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(h)) {
+    if (name.startsWith(PREFIX)) event[name.slice(PREFIX.length)] = percentDecode(value);
+  }
+  for (const required of ['specversion', 'source', 'type']) {
+    if (typeof event[required] !== 'string') throw new ValidationError(`not a CloudEvent: no ce-${required} header`);
+  }
+  if (message.body.byteLength > 0) event.data = Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength);
+  return event as unknown as CloudEventV1<Uint8Array>;
+}
+
 /** Message → nats.js headers (multi-valued headers are not used by the binding). */
 export function toNatsHeaders(message: Message): MsgHdrs {
   const h = natsHeaders();

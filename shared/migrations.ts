@@ -31,10 +31,13 @@ export function migrations(database: string): string[] {
       labels Map(String, String) MATERIALIZED extractKeyValuePairs(labels_raw, '=', ',', '"'),
       upload_id LowCardinality(String),
       batch_id LowCardinality(String),
-      line UInt32 CODEC(Delta, ZSTD(1))
+      line UInt32 CODEC(Delta, ZSTD(1)),
+      received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1))
     ) ENGINE = MergeTree
     ORDER BY (uuid, timestamp, metric_name)
     SETTINGS non_replicated_deduplication_window = 10000`,
+    // Installs from before received_at existed get the column (older rows read as 1970: oldest).
+    `ALTER TABLE ${db}.${T.samples} ADD COLUMN IF NOT EXISTS received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)) AFTER line`,
     `CREATE TABLE IF NOT EXISTS ${db}.${T.gpus} (
       uuid String,
       gpu_id SimpleAggregateFunction(anyLast, String),
@@ -86,5 +89,5 @@ export function migrations(database: string): string[] {
 /** Column order of the TabSeparated batches ingest publishes and collect inserts verbatim. */
 export const SAMPLE_INSERT_COLUMNS = [
   'timestamp', 'metric_name', 'gpu_id', 'device', 'uuid', 'model_name', 'hostname',
-  'container', 'pod', 'namespace', 'value', 'labels_raw', 'upload_id', 'batch_id', 'line',
+  'container', 'pod', 'namespace', 'value', 'labels_raw', 'upload_id', 'batch_id', 'line', 'received_at',
 ] as const;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect, credsAuthenticator, type NatsConnection, type ConnectionOptions } from 'nats';
 import { natsEnv, parseEnv, type NatsConfig } from './config.ts';
+import { within, type NotReady } from './http.ts';
 
 export function natsOptions(cfg: NatsConfig, name: string): ConnectionOptions {
   const opts: ConnectionOptions = {
@@ -34,4 +35,17 @@ export async function closeSharedNats(): Promise<void> {
   const p = shared;
   shared = undefined;
   if (p) await (await p).drain().catch(() => undefined);
+}
+
+/**
+ * Readiness of NATS: a real round trip within `timeoutMs`. A connection that is reconnecting
+ * is not closed, but it does not answer, so `isClosed()` alone would say ready.
+ */
+export async function natsReadiness(getNats: () => Promise<NatsConnection>, timeoutMs = 3000): Promise<NotReady[]> {
+  try {
+    await within(timeoutMs, 'NATS round trip', getNats().then((nc) => (nc.isClosed() ? Promise.reject(new Error('connection closed')) : nc.rtt())));
+    return [];
+  } catch (e) {
+    return [{ dependency: 'NATS', detail: e instanceof Error ? e.message : String(e) }];
+  }
 }

@@ -16,6 +16,8 @@ const b64urlPadded = (b: Buffer | string) => {
 };
 
 export const objectStream = (bucket: string) => `OBJ_${bucket}`;
+/** A fresh chunk-subject token for putObject. */
+export const newObjectNuid = () => randomBytes(16).toString('hex');
 const metaSubject = (bucket: string, name: string) => `$O.${bucket}.M.${b64urlPadded(name)}`;
 const chunkSubject = (bucket: string, nuid: string) => `$O.${bucket}.C.${nuid}`;
 
@@ -36,11 +38,17 @@ export async function putObject(
   bucket: string,
   name: string,
   data: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
-  opts: { chunkBytes?: number; window?: number } = {},
+  opts: { chunkBytes?: number; window?: number; nuid?: string } = {},
 ): Promise<ObjectInfo> {
   const js = nc.jetstream();
+  // Looked up while the chunks go out, not after: one round trip less per object (the upload
+  // stores its parts one after the other, so each round trip holds back the request body).
+  const previousInfo = objectInfo(nc, bucket, name);
+  previousInfo.catch(() => undefined);
   const maxChunk = Math.min(opts.chunkBytes ?? 1024 * 1024, nc.info?.max_payload ?? 1024 * 1024);
-  const nuid = randomBytes(16).toString('hex');
+  // A caller may pick the nuid to record it before writing: chunks stored without a meta (the
+  // writer died) can then be found and purged.
+  const nuid = opts.nuid ?? newObjectNuid();
   const subject = chunkSubject(bucket, nuid);
   const sha = createHash('sha256');
   const inFlight = new Set<Promise<unknown>>();
@@ -85,7 +93,7 @@ export async function putObject(
     deleted: false,
     options: { max_chunk_size: maxChunk },
   };
-  const previous = await objectInfo(nc, bucket, name);
+  const previous = await previousInfo;
   const h = headers();
   h.set('Nats-Rollup', 'sub');
   await js.publish(metaSubject(bucket, name), Buffer.from(JSON.stringify({ ...info, description: '' })), { headers: h });
@@ -146,5 +154,10 @@ export async function deleteObject(nc: NatsConnection, bucket: string, name: str
   const h = headers();
   h.set('Nats-Rollup', 'sub');
   await nc.jetstream().publish(metaSubject(bucket, name), Buffer.from(JSON.stringify({ ...info, deleted: true, size: 0, chunks: 0, digest: '' })), { headers: h });
-  await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: chunkSubject(bucket, info.nuid) });
+  await purgeChunks(nc, bucket, info.nuid);
+}
+
+/** Purges the chunks stored under `nuid` (an object whose writer died before its meta was written). */
+export async function purgeChunks(nc: NatsConnection, bucket: string, nuid: string): Promise<void> {
+  await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: chunkSubject(bucket, nuid) });
 }

@@ -2,6 +2,7 @@
 // streams, consumers, buckets and ClickHouse tables, then exits. Safe to run repeatedly.
 import { clickhouseEnv, parseEnv } from './config.ts';
 import { clickhouseClient } from './clickhouse.ts';
+import { loggerFor } from './log.ts';
 import { connectNats } from './nats.ts';
 import { provisionClickHouse, provisionEnv, provisionNats } from './provision.ts';
 
@@ -24,10 +25,11 @@ export async function provisionAll(env: NodeJS.ProcessEnv = process.env): Promis
 
 const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, '/'));
 if (isMain) {
+  const log = loggerFor('provision');
   provisionAll().then(
-    () => console.log('provisioned: streams, consumers, buckets, ClickHouse tables'),
+    () => log.info('provisioned: streams, consumers, buckets, ClickHouse tables'),
     (e) => {
-      console.error(`provisioning failed: ${e instanceof Error ? e.message : e}`);
+      log.fatal({ err: e }, 'provisioning failed');
       process.exit(1);
     },
   );

@@ -12,8 +12,10 @@ import {
 import type { ClickHouseClient } from '@clickhouse/client';
 import { z } from 'zod';
 import { intVar } from './config.ts';
+import { logSweep, sweepWorkQueues } from './janitor.ts';
 import { migrations } from './migrations.ts';
 import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
+import { objectStream } from './object-store.ts';
 
 // Explicit, idempotent provisioning of every stream, consumer, bucket and table. It runs before
 // the workers (a CLI command locally, a Kubernetes Job in the cluster): KEDA ≥ 2.20 reports an
@@ -21,13 +23,25 @@ import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
 // consumer would never be started.
 
 export const provisionEnv = z.object({
-  /** Redelivery timer for an unacknowledged message (workers send progress while busy). */
-  CONSUMER_ACK_WAIT_MS: intVar(60_000, 1000),
+  /**
+   * Redelivery timer for a message nobody signals progress on: how long the work of a killed
+   * worker waits. Workers heartbeat every WORKER_HEARTBEAT_MS (at most a third of this).
+   */
+  CONSUMER_ACK_WAIT_MS: intVar(10_000, 1000),
   /** Cap on messages in flight per consumer across all replicas. */
   INGEST_MAX_ACK_PENDING: intVar(64, 1),
   COLLECT_MAX_ACK_PENDING: intVar(2000, 1),
-  /** Telemetry stream size cap; publishers get back-pressure (discard new) beyond it. */
+  // Bounds: every stream refuses new messages when full (discard new), so producers get
+  // back-pressure (upload 503 + Retry-After, ingest retries) and nothing stored is ever dropped.
+  // JetStream reserves each max_bytes from its max_file_store when the stream is created.
+  /** Parts waiting for ingest (one small csv.uploaded event each). */
+  UPLOADS_STREAM_MAX_MSGS: intVar(100_000, 10),
+  /** Sample batches waiting for collect. */
   TELEMETRY_STREAM_MAX_BYTES: intVar(8 * 1024 ** 3, 1024 ** 2),
+  /** Dead letters kept; when full, a failing message stays unacknowledged instead of being dropped. */
+  DEAD_LETTER_STREAM_MAX_BYTES: intVar(1024 ** 3, 1024 ** 2),
+  /** Uploaded parts in the object store (deleted once ingested; failed ones kept for RETENTION_HOURS). */
+  UPLOAD_STORE_MAX_BYTES: intVar(4 * 1024 ** 3, 1024 ** 2),
   /** How long uploaded files, statuses and dead letters are kept. */
   RETENTION_HOURS: intVar(7 * 24, 1),
   /** JetStream replicas for streams and buckets (3 on a clustered JetStream). */
@@ -37,15 +51,27 @@ export type ProvisionConfig = z.infer<typeof provisionEnv>;
 
 const hours = (h: number) => nanos(h * 3600_000);
 
+/** Limits spelled out in full: an update merges into the existing config, so an omitted one would stay. */
+const limits = (l: { max_msgs?: number; max_bytes?: number; max_age?: number; max_msg_size: number }) => ({
+  max_msgs: l.max_msgs ?? -1,
+  max_bytes: l.max_bytes ?? -1,
+  max_age: l.max_age ?? 0,
+  max_msg_size: l.max_msg_size,
+  discard: DiscardPolicy.New,
+});
+
 export function streamConfigs(cfg: ProvisionConfig): Partial<StreamConfig>[] {
   const common = { storage: StorageType.File, num_replicas: cfg.JETSTREAM_REPLICAS };
+  // Work queues have no age limit: a message older than it would be deleted unprocessed, i.e.
+  // data lost whenever its consumer is down (or scaled to zero and failing) for longer.
   return [
     {
       ...common,
       name: STREAMS.uploads,
       subjects: [SUBJECTS.uploaded],
       retention: RetentionPolicy.Workqueue,
-      max_age: hours(cfg.RETENTION_HOURS),
+      // An event is well under 1 KiB (ids, the header's column names, counters).
+      ...limits({ max_msgs: cfg.UPLOADS_STREAM_MAX_MSGS, max_msg_size: 64 * 1024 }),
       duplicate_window: nanos(10 * 60_000),
     },
     {
@@ -53,9 +79,7 @@ export function streamConfigs(cfg: ProvisionConfig): Partial<StreamConfig>[] {
       name: STREAMS.telemetry,
       subjects: [SUBJECTS.samples],
       retention: RetentionPolicy.Workqueue,
-      max_bytes: cfg.TELEMETRY_STREAM_MAX_BYTES,
-      discard: DiscardPolicy.New,
-      max_msg_size: 8 * 1024 * 1024,
+      ...limits({ max_bytes: cfg.TELEMETRY_STREAM_MAX_BYTES, max_msg_size: 8 * 1024 * 1024 }),
       // Batch ids are deterministic, so an ingest retry inside this window is dropped here;
       // collect's batch ledger covers retries after it.
       duplicate_window: nanos(10 * 60_000),
@@ -65,7 +89,8 @@ export function streamConfigs(cfg: ProvisionConfig): Partial<StreamConfig>[] {
       name: STREAMS.deadLetter,
       subjects: [SUBJECTS.deadLetterAll],
       retention: RetentionPolicy.Limits,
-      max_age: hours(cfg.RETENTION_HOURS),
+      // Kept for inspection, not for processing: here an age limit loses nothing unprocessed.
+      ...limits({ max_bytes: cfg.DEAD_LETTER_STREAM_MAX_BYTES, max_age: hours(cfg.RETENTION_HOURS), max_msg_size: 8 * 1024 * 1024 }),
     },
   ];
 }
@@ -119,7 +144,12 @@ export async function provisionNats(nc: NatsConnection, cfg: ProvisionConfig): P
   await js.views.kv(BUCKETS.status, { history: 1, ttl, replicas: cfg.JETSTREAM_REPLICAS });
   await js.views.kv(BUCKETS.progress, { history: 1, ttl, replicas: cfg.JETSTREAM_REPLICAS });
   // Object store ttl is in nanoseconds (the KV one above is in milliseconds).
-  await js.views.os(BUCKETS.objects, { ttl: nanos(ttl), replicas: cfg.JETSTREAM_REPLICAS });
+  await js.views.os(BUCKETS.objects, { ttl: nanos(ttl), replicas: cfg.JETSTREAM_REPLICAS, max_bytes: cfg.UPLOAD_STORE_MAX_BYTES });
+  // The views only create buckets; a re-run applies changed limits to the existing ones.
+  for (const bucket of [BUCKETS.status, BUCKETS.progress]) await jsm.streams.update(`KV_${bucket}`, { max_age: nanos(ttl) });
+  await jsm.streams.update(objectStream(BUCKETS.objects), { max_age: nanos(ttl), max_bytes: cfg.UPLOAD_STORE_MAX_BYTES, discard: DiscardPolicy.New });
+  // Messages acknowledged before a NATS crash but left behind (see janitor.ts).
+  for (const r of await sweepWorkQueues(jsm)) logSweep(r);
 }
 
 export async function provisionClickHouse(client: ClickHouseClient, database: string): Promise<void> {

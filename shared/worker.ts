@@ -1,10 +1,15 @@
 import type { CloudEventV1 } from 'cloudevents';
 import type { JsMsg, NatsConnection } from 'nats';
-import type { WorkerConfig } from './config.ts';
-import { NATS, fromNatsMsg, toNatsHeaders } from './cloudevents-nats.ts';
-import { operationalRoutes, router, serve } from './http.ts';
+import { ConfigError, type WorkerConfig } from './config.ts';
+import { NATS, fromNatsMsg, toEventWithRawData, toNatsHeaders } from './cloudevents-nats.ts';
+import { HeldMessages, heartbeatProblem } from './heartbeat.ts';
+import { keepWorkQueueSwept } from './janitor.ts';
+import { operationalRoutes, router, serve, type NotReady } from './http.ts';
+import { loggerFor } from './log.ts';
 import { messagesProcessed } from './metrics.ts';
 import { SUBJECTS } from './names.ts';
+import { natsReadiness } from './nats.ts';
+import { BoundedPull } from './pull.ts';
 import { isTransient } from './transient.ts';
 
 // Runs a CloudEvent function as a JetStream pull worker: fetch → decode the NATS message into a
@@ -32,15 +37,27 @@ export interface PullWorkerOptions {
   consumer: string;
   handle: BatchHandler;
   cfg: WorkerConfig;
-  /** Messages per fetch; the handler gets them together (1 = one event per call). */
+  /** Most messages handed to the handler at once (1 = one event per call); also the most held. */
   maxMessages: number;
+  /**
+   * Most payload bytes this process holds per loop (requested, buffered or being handled).
+   * Bounds memory and keeps deliveries below nats-server's per-client pending buffer (64 MiB).
+   */
+  maxBytes?: number;
+  /** A batch also ends once the weights of its messages (e.g. rows) reach `max`. */
+  batchWeight?: { of: (msg: JsMsg) => number; max: number };
+  /**
+   * Hand the handler each event's data as the raw message bytes (binary mode), without decoding
+   * it as text or JSON: for handlers that pass the payload on untouched.
+   */
+  rawData?: boolean;
   /** How long a fetch waits to fill up before handing over what it has. */
   maxWaitMs: number;
   /** Parallel fetch/handle loops in this process. */
   concurrency?: number;
   /** Extra readiness checks (e.g. ClickHouse reachable); each returns problems. */
-  ready?: () => Promise<string[]>;
-  /** Progress signal while a batch runs, so the server does not redeliver it (below ack_wait). */
+  ready?: () => Promise<NotReady[]>;
+  /** Progress signal for held messages (default cfg.WORKER_HEARTBEAT_MS); at most 1/3 of ack_wait. */
   heartbeatMs?: number;
   log?: (line: Record<string, unknown>) => void;
 }
@@ -51,7 +68,11 @@ export interface RunningWorker {
   done: Promise<void>;
 }
 
-const defaultLog = (line: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...line }));
+/** Worker lines as `{ level, msg, ...fields }`; the default writes them with pino. */
+const defaultLog = (line: Record<string, unknown>) => {
+  const { level = 'info', msg, ...fields } = line;
+  loggerFor('worker')[level as 'info' | 'warn' | 'error'](fields, String(msg ?? ''));
+};
 
 export function retryDelayMs(cfg: WorkerConfig, deliveryCount: number): number {
   return Math.min(60_000, cfg.WORKER_RETRY_BASE_MS * 2 ** Math.max(0, deliveryCount - 1));
@@ -67,8 +88,16 @@ export async function deadLetter(nc: NatsConnection, consumer: string, msg: JsMs
   await nc.jetstream().publish(SUBJECTS.deadLetter(consumer), msg.data, { headers });
 }
 
+/** The CloudEvent id of a message (binary mode header), for log lines. */
+function ceId(msg: JsMsg): string | undefined {
+  for (const [k, v] of msg.headers ?? []) if (k.toLowerCase() === 'ce-id') return v[0];
+  return undefined;
+}
+
 const WAITED = Symbol('waited');
-/** Longest a pull loop sleeps after a dependency failure (ack_wait is 60 s by default). */
+/** Bytes a loop holds by default: well above the largest message (8 MiB), well below 64 MiB. */
+const DEFAULT_MAX_BYTES = 24 * 1024 * 1024;
+/** Longest a pull loop sleeps after a dependency failure. */
 const MAX_LOOP_PAUSE_MS = 5000;
 
 /**
@@ -76,7 +105,12 @@ const MAX_LOOP_PAUSE_MS = 5000;
  * until it has `max` or `waitMs` passed. A next() still pending when the wait ends is carried
  * into the following batch, so no message is dropped between batches.
  */
-export async function* batchesOf<T>(source: AsyncIterable<T>, max: number, waitMs: number): AsyncGenerator<T[]> {
+export async function* batchesOf<T>(
+  source: AsyncIterable<T>,
+  max: number,
+  waitMs: number,
+  weight?: { of: (item: T) => number; max: number },
+): AsyncGenerator<T[]> {
   const it = source[Symbol.asyncIterator]();
   let pending: Promise<IteratorResult<T>> | undefined;
   for (;;) {
@@ -84,8 +118,9 @@ export async function* batchesOf<T>(source: AsyncIterable<T>, max: number, waitM
     pending = undefined;
     if (first.done) return;
     const batch = [first.value];
+    let weighed = weight ? weight.of(first.value) : 0;
     const deadline = Date.now() + waitMs;
-    while (batch.length < max) {
+    while (batch.length < max && (!weight || weighed < weight.max)) {
       const left = deadline - Date.now();
       if (left <= 0) break;
       pending = it.next();
@@ -99,6 +134,7 @@ export async function* batchesOf<T>(source: AsyncIterable<T>, max: number, waitM
         return;
       }
       batch.push(r.value);
+      if (weight) weighed += weight.of(r.value);
     }
     yield batch;
   }
@@ -106,10 +142,14 @@ export async function* batchesOf<T>(source: AsyncIterable<T>, max: number, waitM
 
 export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningWorker> {
   const log = opts.log ?? defaultLog;
-  const js = opts.nc.jetstream();
-  const consumer = await js.consumers.get(opts.stream, opts.consumer);
+  // Fails at start when the consumer does not exist (workers never create consumers).
+  const info = await (await opts.nc.jetstreamManager()).consumers.info(opts.stream, opts.consumer);
+  const heartbeatMs = opts.heartbeatMs ?? opts.cfg.WORKER_HEARTBEAT_MS;
+  const problem = heartbeatProblem(heartbeatMs, (info.config.ack_wait ?? 0) / 1e6);
+  if (problem) throw new ConfigError(`consumer ${opts.consumer}: ${problem}`);
   let stopping = false;
-  const active = new Set<{ stop: () => void }>();
+  const active = new Set<BoundedPull>();
+  const decode = opts.rawData ? toEventWithRawData : (m: ReturnType<typeof fromNatsMsg>) => NATS.toEvent(m);
 
   async function fail(msg: JsMsg, reason: string, poison: boolean, transient = false) {
     const deliveries = msg.info.deliveryCount;
@@ -119,29 +159,37 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       // after ack_wait); the reason travels in the dead letter's headers instead.
       msg.term();
       messagesProcessed.inc({ consumer: opts.consumer, outcome: 'dead_letter' });
-      log({ level: 'error', consumer: opts.consumer, msg: 'dead-lettered', seq: msg.seq, deliveries, reason });
+      log({ level: 'error', consumer: opts.consumer, msg: 'dead-lettered', seq: msg.seq, ce_id: ceId(msg), deliveries, reason });
     } else {
       const delay = retryDelayMs(opts.cfg, deliveries);
       msg.nak(delay);
       messagesProcessed.inc({ consumer: opts.consumer, outcome: 'nak' });
-      log({ level: 'warn', consumer: opts.consumer, msg: 'will retry', seq: msg.seq, deliveries, retryInMs: delay, transient, reason });
+      log({ level: 'warn', consumer: opts.consumer, msg: 'will retry', seq: msg.seq, ce_id: ceId(msg), deliveries, retryInMs: delay, transient, reason });
     }
   }
 
   /** Returns a pause (ms) before the next fetch when a dependency is down. */
-  async function handleBatch(msgs: JsMsg[]): Promise<number> {
+  async function handleBatch(msgs: JsMsg[], held: HeldMessages): Promise<number> {
+    held.hold(msgs);
+    try {
+      return await settleBatch(msgs);
+    } finally {
+      held.release(msgs);
+    }
+  }
+
+  async function settleBatch(msgs: JsMsg[]): Promise<number> {
     const events: CloudEventV1<unknown>[] = [];
     const kept: JsMsg[] = [];
     for (const m of msgs) {
       try {
-        events.push(NATS.toEvent(fromNatsMsg(m)) as CloudEventV1<unknown>);
+        events.push(decode(fromNatsMsg(m)) as CloudEventV1<unknown>);
         kept.push(m);
       } catch (e) {
         await fail(m, `not a CloudEvent: ${e instanceof Error ? e.message : e}`, true);
       }
     }
     if (kept.length === 0) return 0;
-    const heartbeat = setInterval(() => kept.forEach((m) => m.working()), opts.heartbeatMs ?? 15_000);
     try {
       const outcome = (await opts.handle(events, kept)) ?? {};
       const poison = new Map((outcome.poison ?? []).map((p) => [p.index, p.reason]));
@@ -159,39 +207,44 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       for (const m of kept) await fail(m, reason, e instanceof PermanentError, transient);
       // Back off this loop too, so an outage is not hammered with fresh deliveries.
       if (transient) return retryDelayMs(opts.cfg, Math.max(...kept.map((m) => m.info.deliveryCount)));
-    } finally {
-      clearInterval(heartbeat);
     }
     return 0;
   }
 
   async function loop() {
     while (!stopping && !opts.nc.isClosed()) {
+      // Pulls are sized by what this loop holds (messages and bytes), so a slow handler stops the
+      // flow instead of letting the client buffer the stream (see shared/pull.ts).
+      // Heartbeats for every message this loop holds: handled, or delivered and waiting its turn.
+      const held = new HeldMessages(heartbeatMs);
+      const pull = new BoundedPull(opts.nc, opts.stream, opts.consumer, {
+        maxMessages: opts.maxMessages,
+        maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
+        onDelivered: (m) => held.hold([m]),
+      });
+      active.add(pull);
       try {
-        // consume() keeps one pull subscription open. Repeated fetch() calls lose a message now
-        // and then: one the server delivers as a fetch expires is dropped by the client and only
-        // comes back after ack_wait (measured: a 60 s stall at the end of a 1 M-row upload).
-        const messages = await consumer.consume({ max_messages: opts.maxMessages, expires: 30_000 });
-        const handle = { stop: () => void messages.close() };
-        active.add(handle);
-        try {
-          for await (const batch of batchesOf(messages, opts.maxMessages, opts.maxWaitMs)) {
-            const pause = await handleBatch(batch);
-            // No break when stopping: close() completes only once the iterator has run to its end
-            // (a break would leave `await messages.close()` pending forever); what is already
-            // buffered is handled on the way, which is the drain. The pause is capped well below
-            // ack_wait: messages buffered meanwhile get no progress signal, and one redelivered
-            // elsewhere while still held here would be handled twice.
-            if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, Math.min(pause, MAX_LOOP_PAUSE_MS)));
+        for await (const batch of batchesOf(pull, opts.maxMessages, opts.maxWaitMs, opts.batchWeight)) {
+          let pause = 0;
+          try {
+            pause = await handleBatch(batch, held);
+          } finally {
+            pull.release(batch);
           }
-        } finally {
-          active.delete(handle);
-          messages.stop();
+          // No break when stopping: what is already delivered is handled on the way, which is the
+          // drain; the iterator ends after it. Delivered messages waiting behind the batch keep
+          // getting heartbeats, during a pause too (capped anyway, so an outage is re-checked).
+          if (pause > 0 && !stopping) await new Promise((r) => setTimeout(r, Math.min(pause, MAX_LOOP_PAUSE_MS)));
         }
       } catch (e) {
         if (stopping) break;
         log({ level: 'warn', consumer: opts.consumer, msg: 'pull failed', error: String(e) });
         await new Promise((r) => setTimeout(r, 1000));
+      } finally {
+        // Whatever is still held unsettled is redelivered after ack_wait.
+        held.stop();
+        active.delete(pull);
+        pull.close();
       }
     }
   }
@@ -202,7 +255,7 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
     done,
     async stop() {
       stopping = true;
-      for (const a of active) a.stop();
+      for (const a of active) a.close();
       await done;
     },
   };
@@ -222,19 +275,23 @@ export async function runWorkerProcess(
   const opts = options(nc);
   const worker = await startPullWorker({ ...opts, nc });
   const readiness = async () => {
-    const problems = nc.isClosed() ? ['NATS connection closed'] : [];
-    return problems.concat(opts.ready ? await opts.ready() : []);
+    const [natsProblems, others] = await Promise.all([natsReadiness(async () => nc), opts.ready ? opts.ready() : []]);
+    return [...natsProblems, ...others];
   };
   const server =
     opts.cfg.WORKER_HTTP_PORT > 0
-      ? await serve(router(operationalRoutes(readiness), { name }), opts.cfg.WORKER_HTTP_PORT, undefined, { handleSignals: false })
+      ? await serve(router(operationalRoutes(readiness, name), { name }), { port: opts.cfg.WORKER_HTTP_PORT, host: opts.cfg.HTTP_HOST }, undefined, { handleSignals: false })
       : undefined;
-  console.log(JSON.stringify({ level: 'info', msg: `${name} worker started`, stream: opts.stream, consumer: opts.consumer }));
+  const log = loggerFor(name);
+  log.info({ stream: opts.stream, consumer: opts.consumer }, 'worker started');
+  // Leftovers of a NATS crash are removed once the server is back (any replica may do it).
+  const janitor = keepWorkQueueSwept(nc, opts.stream, opts.consumer);
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(JSON.stringify({ level: 'info', msg: `${signal}: draining ${name} worker` }));
+    log.info({ signal }, 'draining worker');
+    janitor.stop();
     await worker.stop();
     server?.close();
     await nc.drain().catch(() => undefined);
