@@ -7,6 +7,7 @@ import { startStack, type Stack } from './local/stack.ts';
 import { waitFor } from './support/ports.ts';
 import { startClickHouse } from './support/servers.ts';
 import { fixtureRows } from './support/fixtures.ts';
+import { HEADER, syntheticCsv } from './support/csv.ts';
 
 // End to end through real processes: upload (HTTP) → object store → ingest worker → JetStream →
 // collect worker → ClickHouse → query (HTTP), on a real nats-server and ClickHouse engine.
@@ -14,7 +15,6 @@ import { fixtureRows } from './support/fixtures.ts';
 const FIXTURE = 'test/fixtures/dcgm_metrics_20250718_134233.csv';
 const UPLOAD_TOKEN = 'test-upload-token';
 const READ_TOKEN = 'test-read-token';
-const HEADER = 'timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw';
 
 let stack: Stack;
 let ch: ClickHouseClient;
@@ -43,15 +43,6 @@ async function query(path: string) {
 async function count(sql: string, params: Record<string, unknown> = {}): Promise<number> {
   const rs = await ch.query({ query: sql, query_params: params, format: 'JSONEachRow' });
   return Number(((await rs.json()) as { n: string }[])[0].n);
-}
-
-/** A small valid CSV for GPUs that are not in the fixture. */
-function syntheticCsv(prefix: string, rows: number): string {
-  const lines = [HEADER];
-  for (let i = 0; i < rows; i++) {
-    lines.push(`"2026-01-0${1 + (i % 9)}T00:00:0${i % 10}Z","DCGM_FI_DEV_GPU_TEMP","0","nvidia0","${prefix}-${i}","NVIDIA H100 80GB HBM3","host-x","","","","${40 + i}","UUID=""${prefix}-${i}"""`);
-  }
-  return lines.join('\n') + '\n';
 }
 
 beforeAll(async () => {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
-import { CsvHeaderError, splitCsv, type CsvPart } from '../functions/upload/split.ts';
+import { CsvHeaderError, CsvRecordTooLongError, maxQuotedPartBytes, splitCsv, type CsvPart } from '../functions/upload/split.ts';
 import { FIXTURE_CSV } from './support/fixtures.ts';
 
 // The upload splitter: header separated, parts cut only between records (never inside a quoted
@@ -170,6 +170,21 @@ describe('splitCsv', () => {
     await expect(splitCsv(chunked(Buffer.from(`${long}\na\n`), 16), 100, 100)).rejects.toThrow(CsvHeaderError);
     const ok = await splitCsv(chunked(Buffer.from(`${long}\na\n`), 16), 100, 1000);
     expect(ok.header).toBe(long);
+    // Whatever the chunking: a header arriving in one chunk is measured too.
+    await expect(splitCsv(chunked(Buffer.from(`${long}\na\n`), 4096), 100, 100)).rejects.toThrow(CsvHeaderError);
+  });
+
+  it('refuses a record without a line end instead of buffering the rest of the file, quoted or not', async () => {
+    const read = async (body: Buffer, partBytes: number) => {
+      const r = await splitCsv(chunked(body, 1000), partBytes, 1000, 2000);
+      for await (const _ of r.parts) void _;
+    };
+    await expect(read(Buffer.from(`h\n${'x'.repeat(10_000)}`), 100)).rejects.toThrow(/near line 2 is longer than 2000 bytes \(no line end\)/);
+    // Inside an open quote the part may grow to maxQuotedPartBytes before it must end at a newline.
+    await expect(read(Buffer.from(`h\n"open,${'x'.repeat(maxQuotedPartBytes(100) + 5000)}`), 100)).rejects.toThrow(CsvRecordTooLongError);
+    await expect(read(Buffer.from(`h\n"open,${'x\n'.repeat(5000)}`), 100)).resolves.toBeUndefined();
+    const fine = await split(`h\n"quoted\nnewline",1\n${'a,1\n'.repeat(500)}`, 100);
+    expect(fine.parts.length).toBeGreaterThan(5);
   });
 
   it('splits the real DCGM export into parts that add up to the file', async () => {
@@ -191,5 +206,18 @@ describe('splitCsv', () => {
     }
     const rows = s.parts.reduce((n, p) => n + parse(p.text).length, 0);
     expect(rows).toBe(parse(file).length - 1);
+  });
+
+  it('bounds a part opened by a stray quote (cut at a newline once it is maxQuotedPartBytes long)', async () => {
+    const rows = Array.from({ length: 200_000 }, (_, i) => `2025-07-18T20:42:34Z,metric-${i},${i},plain label\n`);
+    rows[10] = '2025-07-18T20:42:34Z,"broken,1,x\n';
+    const body = rows.join('');
+    const s = await split(`${HEADER}\n${body}`, 4096);
+    expect(Buffer.concat(s.parts.map((p) => p.text)).toString()).toBe(body);
+    expect(s.parts.length).toBeGreaterThan(2);
+    for (const p of s.parts) {
+      expect(p.bytes).toBeLessThanOrEqual(maxQuotedPartBytes(4096) + 64);
+      expect(p.text.at(-1)).toBe(0x0a);
+    }
   });
 });

@@ -10,6 +10,8 @@ export interface UploadCliOptions {
   token?: string;
   wait?: boolean;
   restamp?: boolean;
+  /** Idempotency-Key: running the same upload again with it resumes or replays, never duplicates. */
+  key?: string;
   /** Where progress goes (a TTY gets one rewritten line, anything else one line per step). */
   out?: NodeJS.WriteStream;
   pollMs?: number;
@@ -39,6 +41,7 @@ export async function uploadFile(file: string, opts: UploadCliOptions): Promise<
   const size = statSync(file).size;
   const headers: Record<string, string> = { 'content-type': 'text/csv', 'content-length': String(size), 'x-filename': basename(file) };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.key) headers['idempotency-key'] = opts.key;
   let sent = 0;
   let lastShown = 0;
   const started = Date.now();

@@ -1,11 +1,16 @@
 // Production entry (bundled to dist/upload.js): serves the upload function with a streaming
-// node:http server on $PORT.
+// node:http server on $HTTP_HOST:$PORT.
 import { parseEnv } from '../../shared/config.ts';
-import { serve } from '../../shared/http.ts';
+import { listenOptions, serve } from '../../shared/http.ts';
+import { loggerFor } from '../../shared/log.ts';
 import { closeSharedNats } from '../../shared/nats.ts';
 import { uploadEnv } from './config.ts';
-import { uploadHandler } from './index.ts';
+import { uploadFunction } from './index.ts';
 
 const cfg = parseEnv(uploadEnv);
-await serve(uploadHandler, cfg.PORT, closeSharedNats, { drainMs: cfg.HTTP_DRAIN_MS });
-console.log(JSON.stringify({ level: 'info', msg: 'upload listening', port: cfg.PORT, auth: cfg.API_TOKENS.size ? 'bearer tokens' : 'OPEN (no API_TOKENS set)' }));
+// Created before listening: the reaper sweeps from the start, not from the first request.
+await serve(uploadFunction(), listenOptions(cfg), closeSharedNats, { drainMs: cfg.HTTP_DRAIN_MS });
+loggerFor('upload').info(
+  { host: cfg.HTTP_HOST, port: cfg.PORT, auth: cfg.API_TOKENS.size ? 'bearer tokens' : 'OPEN (no API_TOKENS set)' },
+  'listening',
+);

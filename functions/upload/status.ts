@@ -1,41 +1,28 @@
 import type { KV } from 'nats';
-import { partResult, uploadRecord, type PartResult, type RejectReason, type UploadRecord } from '../../shared/schemas.ts';
+import { partResult, uploadRecord, type PartResult, type UploadRecord } from '../../shared/schemas.ts';
+import { keysOf } from './parts.ts';
+import type { UploadStatus } from './schemas.ts';
 
 // Status of an upload, assembled from the KV records the three stages write:
 // upload → `<id>` (the file), ingest → `<id>.part.<n>` (rows accepted/rejected per part),
-// collect → progress `<id>.<part>.<seq>` (rows stored in ClickHouse per batch).
+// collect → progress `<id>.<part>.<seq>` (rows stored in ClickHouse per batch). Results of parts
+// beyond the parts an upload has (kept) are not counted.
 
-export type UploadState = 'receiving' | 'received' | 'ingesting' | 'done' | 'failed';
-
-export interface UploadStatus {
-  id: string;
-  state: UploadState;
-  filename?: string;
-  bytes: number;
-  parts?: number;
-  parts_ingested: number;
-  rows_accepted: number;
-  rows_rejected: number;
-  rows_stored: number;
-  created_at: string;
-  received_at?: string;
-  error?: string;
-  rejects: RejectReason[];
-}
+export type { UploadStatus };
 
 async function valuesUnder<T>(kv: KV, filter: string, parse: (v: unknown) => T): Promise<T[]> {
-  const keys: string[] = [];
-  for await (const k of await kv.keys(filter)) keys.push(k);
+  const keys = await keysOf(kv, filter);
   const entries = await Promise.all(keys.map((k) => kv.get(k)));
   return entries.filter((e) => e && e.operation === 'PUT').map((e) => parse(e!.json()));
 }
 
-export function summarize(record: UploadRecord, parts: PartResult[], stored: number, maxReasons: number): UploadStatus {
+export function summarize(record: UploadRecord, all: PartResult[], stored: number, maxReasons: number): UploadStatus {
+  const parts = record.parts === undefined ? all : all.filter((p) => p.part < record.parts!);
   const accepted = parts.reduce((n, p) => n + p.accepted, 0);
   const rejected = parts.reduce((n, p) => n + p.rejected, 0);
   const failedPart = parts.find((p) => p.state === 'failed');
   const allIngested = record.parts !== undefined && parts.length >= record.parts;
-  let state: UploadState;
+  let state: UploadStatus['state'];
   if (record.state === 'failed' || failedPart) state = 'failed';
   else if (record.state === 'receiving') state = 'receiving';
   else if (allIngested && stored >= accepted) state = 'done';
@@ -57,6 +44,8 @@ export function summarize(record: UploadRecord, parts: PartResult[], stored: num
     rows_stored: stored,
     created_at: record.createdAt,
     received_at: record.receivedAt,
+    attempt: record.attempt,
+    ...(record.partial ? { partial: true } : {}),
     error: record.error ?? failedPart?.error,
     rejects,
   };
