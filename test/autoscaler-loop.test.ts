@@ -175,7 +175,10 @@ describe('autoscaler loop', () => {
       // Meanwhile the HPA (scaleDown without stabilisation) went down to its minimum of 1.
       expect(pool.history.at(-2)).toBe(1);
 
-      const snap = JSON.parse(readFileSync(statusFile, 'utf8')) as StatusSnapshot;
+      // The snapshot is written after each poll: wait for the one of the scale to zero.
+      const read = () => JSON.parse(readFileSync(statusFile, 'utf8')) as StatusSnapshot;
+      await waitFor(async () => read().scaledObjects[0]!.replicas === 0, 'status file at 0 replicas', 5000, 50);
+      const snap = read();
       expect(snap.scaledObjects[0]).toMatchObject({ target: 'work', replicas: 0, lag: 0, active: false, lagThreshold: 10 });
       expect(snap.scaledObjects[0]!.lastScale).toMatchObject({ from: 1, to: 0, kind: 'deactivate' });
       expect(formatStatus(autoscaler.status())).toMatch(/^work\s+0\s+0\.\.20\s+0\s+10\s+no\s/m);

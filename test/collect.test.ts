@@ -11,6 +11,7 @@ import { startPullWorker } from '../shared/worker.ts';
 import { createCollectHandler } from '../functions/collect/index.ts';
 import { collectEnv } from '../functions/collect/config.ts';
 import { fixtureRows, fixtureTsv } from './support/fixtures.ts';
+import { fixtureSamples, sampleBatchEvent } from './support/batch.ts';
 import { waitFor } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 
@@ -24,14 +25,13 @@ let ch: ClickHouseClient;
 let collect: ReturnType<typeof createCollectHandler>;
 
 const UPLOAD = '00000000-0000-4000-8000-00000000c011';
-const lines = fixtureTsv({ uploadId: UPLOAD, batchRows: 10_000 }).split('\n').filter(Boolean);
+const samples = fixtureSamples();
 
-/** A samples CloudEvent holding fixture rows [from, to) as batch `<upload>.0.<seq>`. */
-function batchEvent(seq: number, from: number, to: number, upload = UPLOAD) {
-  const id = `${upload}.0.${seq}`;
-  const body = lines.slice(from, to).map((l) => l.replace(/\t[^\t]+\t[^\t]+\t(\d+)$/, `\t${upload}\t${id}\t$1`)).join('\n') + '\n';
-  return new CloudEvent({ id, source: '/test', type: EVENT_TYPES.samples, datacontenttype: 'text/tab-separated-values', data: body });
+/** A samples CloudEvent holding fixture rows [from, to) as batch `<upload>.0.<seq>`, as ingest publishes it. */
+function batchEvent(seq: number, from: number, to: number, upload = UPLOAD, alter?: (block: Buffer) => Buffer) {
+  return sampleBatchEvent({ uploadId: upload, seq, samples: samples.slice(from, to), alter });
 }
+const batchEvents = (...specs: Parameters<typeof batchEvent>[]) => Promise.all(specs.map((s) => batchEvent(...s)));
 
 async function stored(): Promise<{ rows: number; distinct: number }> {
   const rs = await ch.query({
@@ -64,16 +64,16 @@ afterAll(async () => {
 
 describe('collect idempotence (real ClickHouse)', () => {
   it('stores a batch delivered twice in the same group once', async () => {
-    const group = [batchEvent(0, 0, 300), batchEvent(1, 300, 600)];
+    const group = await batchEvents([0, 0, 300], [1, 300, 600]);
     await collect(group);
     await collect(group);
     expect(await stored()).toEqual({ rows: 600, distinct: 600 });
   });
 
   it('stores batches redelivered in a different grouping once', async () => {
-    await collect([batchEvent(2, 600, 900)]);
-    await collect([batchEvent(3, 900, 1200), batchEvent(2, 600, 900)]);
-    await collect([batchEvent(4, 1200, 1500), batchEvent(3, 900, 1200), batchEvent(5, 1500, 1700)]);
+    await collect(await batchEvents([2, 600, 900]));
+    await collect(await batchEvents([3, 900, 1200], [2, 600, 900]));
+    await collect(await batchEvents([4, 1200, 1500], [3, 900, 1200], [5, 1500, 1700]));
     expect(await stored()).toEqual({ rows: 1700, distinct: 1700 });
   });
 
@@ -84,14 +84,14 @@ describe('collect idempotence (real ClickHouse)', () => {
   });
 
   it('stores a fetch larger than COLLECT_MAX_ROWS completely (several inserts)', async () => {
-    await collect([batchEvent(6, 1700, 1900), batchEvent(7, 1900, 2100), batchEvent(8, 2100, 2470)]);
+    await collect(await batchEvents([6, 1700, 1900], [7, 1900, 2100], [8, 2100, 2470]));
     expect(await stored()).toEqual({ rows: fixtureRows().length, distinct: fixtureRows().length });
   });
 
   it('stores a 40 MB group as a single part (atomic), so the batch ledger is exact', async () => {
     const big = '00000000-0000-4000-8000-00000000b16b';
     const insertAll = createCollectHandler(parseEnv(collectEnv, { CLICKHOUSE_URL: clickhouse.url, COLLECT_MAX_ROWS: '1000000' }), ch, async () => nc);
-    const group = Array.from({ length: 40 }, (_, i) => batchEvent(i, 0, 2470, big));
+    const group = await Promise.all(Array.from({ length: 40 }, (_, i) => batchEvent(i, 0, 2470, big)));
     await insertAll(group);
     const rs = await ch.query({
       query: 'SELECT count() AS rows, uniqExact(_part) AS parts FROM samples WHERE upload_id = {u:String}',
@@ -101,12 +101,21 @@ describe('collect idempotence (real ClickHouse)', () => {
     expect((await rs.json())[0]).toEqual({ rows: 40 * 2470, parts: 1 });
   });
 
+  it('still stores a TabSeparated batch written before the Native format (rolling upgrade)', async () => {
+    const legacy = '00000000-0000-4000-8000-0000000001d0';
+    const body = fixtureTsv({ uploadId: legacy, batchRows: 10_000, rows: fixtureRows().slice(0, 50) });
+    const event = new CloudEvent({ id: `${legacy}.0.0`, source: '/test', type: EVENT_TYPES.samples, datacontenttype: 'text/tab-separated-values', data: body });
+    const outcome = await collect([event, await batchEvent(1, 50, 80, legacy)]);
+    expect(outcome.poison ?? []).toEqual([]);
+    const rs = await ch.query({ query: 'SELECT count() AS n FROM samples WHERE upload_id = {u:String}', query_params: { u: legacy }, format: 'JSONEachRow' });
+    expect(Number(((await rs.json()) as { n: string }[])[0].n)).toBe(80);
+  });
+
   it('dead-letters only the batch ClickHouse rejects, not its neighbours', async () => {
     const mixed = '00000000-0000-4000-8000-0000000bad00';
-    const good = batchEvent(0, 0, 100, mixed);
-    const bad = batchEvent(1, 100, 200, mixed);
-    const broken = new CloudEvent({ ...bad.toJSON(), data: String(bad.data).replace(/^[^\t]+/, 'not-a-time') } as never);
-    const outcome = await collect([good, broken, batchEvent(2, 200, 300, mixed)]);
+    // A truncated block: ClickHouse cannot read it (a batch with 'not-a-time' in text formats).
+    const [good, broken, third] = await batchEvents([0, 0, 100, mixed], [1, 100, 200, mixed, (block) => block.subarray(0, block.length - 100)], [2, 200, 300, mixed]);
+    const outcome = await collect([good, broken, third]);
     expect(outcome.poison?.map((p) => p.index)).toEqual([1]);
     const rs = await ch.query({ query: 'SELECT count() AS n FROM samples WHERE upload_id = {u:String}', query_params: { u: mixed }, format: 'JSONEachRow' });
     expect(Number(((await rs.json()) as { n: string }[])[0].n)).toBe(200);
@@ -120,13 +129,14 @@ describe('collect idempotence (real ClickHouse)', () => {
       cfg: parseEnv(workerEnv, {}),
       maxMessages: 10,
       maxWaitMs: 1000,
+      rawData: true,
       handle: collect,
       log: () => undefined,
     });
     try {
       const js = nc.jetstream();
       for (const msgID of ['first', 'second']) {
-        const msg = NATS.binary(batchEvent(0, 0, 300));
+        const msg = NATS.binary(await batchEvent(0, 0, 300));
         await js.publish(SUBJECTS.samples, msg.body, { headers: toNatsHeaders(msg), msgID });
       }
       const jsm = await nc.jetstreamManager();

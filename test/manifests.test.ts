@@ -8,7 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clickhouseEnv, natsEnv } from '../shared/config.ts';
 import { registry } from '../shared/metrics.ts';
 import { CONSUMERS, DEFAULT_NATS_ACCOUNT, STREAMS } from '../shared/names.ts';
+import { heartbeatProblem } from '../shared/heartbeat.ts';
 import { provisionEnv } from '../shared/provision.ts';
+import { logEnv } from '../shared/log.ts';
+import { describePeer, flowsFor, networkPolicySchema, selects } from './support/network-policies.ts';
+import { connect } from 'nats';
+import { sendRemoteWrite } from '../functions/remote-write/client.ts';
+import { rowSeries } from './support/dcgm-series.ts';
+import { fixtureRows } from './support/fixtures.ts';
 import { freePort, waitFor } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 import {
@@ -25,6 +32,7 @@ import {
   kustomizeFallback,
   listFiles,
   loadYaml,
+  newAjv,
   referencedFiles,
   repoRoot,
   schemasDir,
@@ -77,7 +85,9 @@ describe('manifests parse and build', () => {
     expect(objs.length).toBeGreaterThan(0);
     const ids = objs.map(idOf);
     expect(new Set(ids).size, 'no duplicate objects').toBe(ids.length);
-    for (const o of objs) if (o.kind !== 'Namespace') expect(o.metadata.namespace, idOf(o)).toBe('gputel');
+    // keda/nats-access holds rules for the NATS namespace; everything else lives in gputel.
+    const namespace = rel(dir) === 'keda/nats-access' ? 'nats' : 'gputel';
+    for (const o of objs) if (o.kind !== 'Namespace') expect(o.metadata.namespace, idOf(o)).toBe(namespace);
   });
 
   it.skipIf(!hasKubectl)('the offline kustomize fallback renders exactly what kubectl kustomize renders', () => {
@@ -115,9 +125,9 @@ describe('manifests parse and build', () => {
     expect(names('keda', 'Deployment')).toEqual(['collect', 'ingest']);
     expect(names('keda', 'Job')).toEqual(['gputel-provision']);
     expect(names('keda', 'ScaledObject')).toEqual(['collect', 'ingest']);
-    expect(names('knative', 'Service')).toEqual(['query', 'upload']);
+    expect(names('knative', 'Service')).toEqual(['query', 'remote-write', 'upload']);
     expect(names('keda/overlays/edge', 'Deployment')).toEqual(['ingest']);
-    expect(names('knative/overlays/edge', 'Service')).toEqual(['upload']);
+    expect(names('knative/overlays/edge', 'Service')).toEqual(['remote-write', 'upload']);
     expect(names('keda/overlays/central', 'Deployment')).toEqual(['collect']);
     expect(names('keda/overlays/central', 'Job')).toEqual(['gputel-provision']);
     expect(names('knative/overlays/central', 'Service')).toEqual(['query']);
@@ -268,6 +278,18 @@ describe('KEDA scaling', () => {
     }
   });
 
+  it('worker heartbeats fit the consumers\' ack_wait in every ConfigMap (a worker refuses to start otherwise)', () => {
+    const cms = ofKind('ConfigMap').filter(({ o }) => o.metadata.name === 'gputel-config');
+    expect(cms.length).toBeGreaterThan(0);
+    for (const { dir, o } of cms) {
+      const heartbeat = Number(o.data.WORKER_HEARTBEAT_MS);
+      const ackWait = Number(o.data.CONSUMER_ACK_WAIT_MS);
+      expect(heartbeatProblem(heartbeat, ackWait), dir).toBeUndefined();
+      // Short enough that a killed pod's message comes back in seconds, not the old minute.
+      expect(ackWait, dir).toBeLessThanOrEqual(15_000);
+    }
+  });
+
   it('max_ack_pending caps in the ConfigMap leave room for maxReplicaCount pods', () => {
     const cm = configMap(builds.get(KEDA)!);
     const so = (name: string) => builds.get(KEDA)!.find((o) => o.kind === 'ScaledObject' && o.metadata.name === name)!;
@@ -352,10 +374,11 @@ async function exportedSchemas(file: string): Promise<ZodObjectLike[]> {
 async function schemasOfEntry(entry: string): Promise<ZodObjectLike[]> {
   const path = buildEntries().get(entry)!;
   // provision-main reads provisionEnv + clickhouseEnv and connects with natsEnv.
-  if (path === 'shared/provision-main.ts') return [provisionEnv, clickhouseEnv, natsEnv] as unknown as ZodObjectLike[];
+  // Every process logs through shared/log.ts, which reads logEnv.
+  if (path === 'shared/provision-main.ts') return [provisionEnv, clickhouseEnv, natsEnv, logEnv] as unknown as ZodObjectLike[];
   const config = join(dirname(path), 'config.ts');
   expect(existsSync(join(repoRoot, config)), `${config} (the function's env schema)`).toBe(true);
-  return exportedSchemas(config);
+  return [...(await exportedSchemas(config)), logEnv as unknown as ZodObjectLike];
 }
 
 function configMap(objs: K8sObject[]): Record<string, string> {
@@ -385,7 +408,7 @@ function containerEnv(objs: K8sObject[], container: Json): Record<string, string
 describe('env vars: manifests and code agree', () => {
   const codeKeys = new Set<string>();
   beforeAll(async () => {
-    const modules = ['shared/config.ts', 'shared/provision.ts', ...readdirSync(join(repoRoot, 'functions')).map((f) => `functions/${f}/config.ts`)];
+    const modules = ['shared/config.ts', 'shared/provision.ts', 'shared/log.ts', ...readdirSync(join(repoRoot, 'functions')).map((f) => `functions/${f}/config.ts`)];
     for (const m of modules.filter((m) => existsSync(join(repoRoot, m)))) {
       for (const s of await exportedSchemas(m)) for (const k of Object.keys(s.shape)) codeKeys.add(k);
     }
@@ -420,7 +443,8 @@ describe('env vars: manifests and code agree', () => {
           env.PORT = String(c.ports[0].containerPort);
         }
         // Connections that have defaults for local runs but must be configured in a cluster.
-        for (const k of ['NATS_URL', 'CLICKHOUSE_URL', 'CLICKHOUSE_USER', 'CLICKHOUSE_PASSWORD', 'API_TOKENS']) {
+        // CURSOR_SECRET: without it every replica signs with its own random key.
+        for (const k of ['NATS_URL', 'CLICKHOUSE_URL', 'CLICKHOUSE_USER', 'CLICKHOUSE_PASSWORD', 'API_TOKENS', 'CURSOR_SECRET']) {
           if (reads.has(k)) expect(env[k], `${where}: ${k} must be set`).toBeTruthy();
         }
         for (const s of schemas) {
@@ -437,6 +461,37 @@ describe('env vars: manifests and code agree', () => {
         }
       }
     }
+  });
+});
+
+describe('HTTP servers: binding and timeouts', () => {
+  const installs = () => [...builds].filter(([, objs]) => objs.some((o) => o.kind === 'ConfigMap') && workloads(objs).length > 0);
+
+  it('every pod with an HTTP port binds all interfaces (HTTP_HOST 0.0.0.0; the code defaults to loopback)', () => {
+    for (const [dir, objs] of installs()) {
+      for (const w of workloads(objs).filter((x) => (x.podSpec.containers[0].ports ?? []).length > 0)) {
+        expect(containerEnv(objs, w.podSpec.containers[0]).HTTP_HOST, `${rel(dir)} ${w.object.metadata.name}`).toBe('0.0.0.0');
+      }
+    }
+  });
+
+  it("Knative Services: Node's whole-request limit is at least timeoutSeconds (no 408 before the platform's limit), headers and idle limits below it", async () => {
+    let checked = 0;
+    for (const [dir, objs] of installs()) {
+      for (const w of workloads(objs).filter((x) => x.knative)) {
+        const c = w.podSpec.containers[0];
+        const where = `${rel(dir)} ${w.object.metadata.name}`;
+        const env = { ...containerEnv(objs, c), PORT: String(c.ports[0].containerPort) };
+        const [schema] = (await schemasOfEntry(entryOf(c)!)).filter((s) => 'HTTP_REQUEST_TIMEOUT_MS' in s.shape);
+        const cfg = (schema.safeParse(env) as unknown as { data: Record<string, number> }).data;
+        const timeoutMs = w.podSpec.timeoutSeconds * 1000;
+        expect(cfg.HTTP_REQUEST_TIMEOUT_MS, `${where}: HTTP_REQUEST_TIMEOUT_MS vs timeoutSeconds`).toBeGreaterThanOrEqual(timeoutMs);
+        expect(cfg.HTTP_HEADERS_TIMEOUT_MS, where).toBeLessThan(timeoutMs);
+        expect(cfg.HTTP_IDLE_TIMEOUT_MS, where).toBeLessThan(timeoutMs);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(2);
   });
 });
 
@@ -479,6 +534,138 @@ describe('monitoring', () => {
       expect(names.some((n: string) => ports.has(n)), `${w.object.metadata.name} is scraped`).toBe(true);
     }
     for (const e of pm.spec.podMetricsEndpoints) expect(e.path).toBe('/metrics');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Network policies: default deny, then exactly the flows of the architecture.
+
+describe('network policies', () => {
+  const validate = newAjv().compile(networkPolicySchema);
+  const policies = (objs: K8sObject[]) => objs.filter((o) => o.kind === 'NetworkPolicy');
+  const hostOf = (url: string) => new URL(url.split(',')[0]).hostname;
+  const portOf = (url: string, def: number) => Number(new URL(url.split(',')[0]).port || def);
+  /** `<svc>.<namespace>.svc...` → namespace */
+  const namespaceOf = (host: string) => host.split('.')[1];
+  /** Ports Knative's queue-proxy sidecar listens on in every Knative pod: requests, autoscaler metrics. */
+  const QUEUE_PROXY_PORTS = [8012, 9090];
+  const podLabels = (w: ReturnType<typeof workloads>[number]) => ({
+    ...w.object.spec.template.metadata.labels,
+    ...(w.knative ? { 'serving.knative.dev/service': w.object.metadata.name } : {}),
+  });
+
+  it('every NetworkPolicy is a valid networking.k8s.io/v1 object and opens nothing wholesale', () => {
+    const all = [...ofKind('NetworkPolicy'), ...yamlFiles.flatMap((f) => loadYaml(f).filter((o: K8sObject) => o.kind === 'NetworkPolicy').map((o: K8sObject) => ({ dir: rel(f), o })))];
+    expect(all.length).toBeGreaterThanOrEqual(8);
+    for (const { dir, o } of all) {
+      expect(validate(o), `${dir} ${o.metadata.name}:\n${formatErrors(validate)}`).toBe(true);
+      expect(o.spec.policyTypes, `${dir} ${o.metadata.name}: explicit policyTypes`).toBeDefined();
+      for (const dirn of ['ingress', 'egress'] as const) {
+        for (const r of (o.spec[dirn] ?? []) as Json[]) {
+          const peers = r[dirn === 'ingress' ? 'from' : 'to'];
+          expect(peers?.length, `${dir} ${o.metadata.name}: a ${dirn} rule without peers allows every source`).toBeGreaterThan(0);
+          expect(r.ports?.length, `${dir} ${o.metadata.name}: a ${dirn} rule without ports allows every port`).toBeGreaterThan(0);
+          for (const p of peers) expect(p.ipBlock, `${dir} ${o.metadata.name}: no ipBlock`).toBeUndefined();
+        }
+      }
+    }
+    // Control: the strict schema rejects a typo.
+    const typo = structuredClone(all[0].o);
+    typo.spec.podSelectr = {};
+    expect(validate(typo)).toBe(false);
+  });
+
+  it('every install with workloads denies all ingress and egress by default', () => {
+    // Installable roots carry the shared config; component folders are covered by them.
+    const installs = [...builds].filter(([, objs]) => objs.some((o) => o.kind === 'ConfigMap') && workloads(objs).length > 0);
+    expect(installs.length).toBeGreaterThanOrEqual(6);
+    for (const [dir, objs] of installs) {
+      const deny = policies(objs).find((p) => Object.keys(p.spec.podSelector).length === 0);
+      expect(deny, `${rel(dir)}: default deny`).toBeDefined();
+      expect(deny!.spec.policyTypes.sort()).toEqual(['Egress', 'Ingress']);
+      expect(deny!.spec.ingress ?? [], rel(dir)).toEqual([]);
+      expect(deny!.spec.egress ?? [], rel(dir)).toEqual([]);
+    }
+  });
+
+  it('podSelectors select real workloads of the same build (of the installs for config-only bases)', () => {
+    for (const [dir, objs] of builds) {
+      if (rel(dir) === 'keda/nats-access') continue;
+      const pods = workloads(workloads(objs).length > 0 ? objs : installed()).map(podLabels);
+      for (const np of policies(objs)) {
+        if (Object.keys(np.spec.podSelector).length === 0) continue;
+        expect(pods.some((l) => selects(np.spec.podSelector, l)), `${rel(dir)} ${np.metadata.name} selects no workload`).toBe(true);
+      }
+    }
+  });
+
+  it('keda/ and knative/ apply identical shared policies', () => {
+    const shared = (dir: string) => Object.fromEntries(policies(builds.get(join(repoRoot, dir))!).filter((o) => o.metadata.name.startsWith('gputel-')).map((o) => [idOf(o), o]));
+    expect(Object.keys(shared('keda')).length).toBe(3);
+    expect(shared('knative')).toEqual(shared('keda'));
+  });
+
+  it('each workload is allowed exactly the flows of the architecture, on the ports of the URLs and containers', () => {
+    const objs = installed();
+    const cm = configMap(objs);
+    const nats = `ns=${namespaceOf(hostOf(cm.NATS_URL))} pods=* TCP/${portOf(cm.NATS_URL, 4222)}`;
+    const clickhouse = `ns=${namespaceOf(hostOf(cm.CLICKHOUSE_URL))} pods=* TCP/${portOf(cm.CLICKHOUSE_URL, 8123)}`;
+    const dns = ['UDP', 'TCP'].map((p) => `ns=kube-system pods=k8s-app=kube-dns ${p}/53`);
+    const metricsPort = Number(cm.WORKER_HTTP_PORT);
+    const prometheus = (port: number) => `ns=monitoring pods=app.kubernetes.io/name=prometheus TCP/${port}`;
+    const knative = [`ns=knative-serving|kourier-system pods=* TCP/${QUEUE_PROXY_PORTS[0]}`, `ns=knative-serving pods=app=autoscaler TCP/${QUEUE_PROXY_PORTS[1]}`];
+    const expected: Record<string, { ingress: string[]; egress: string[] }> = {
+      ingest: { ingress: [prometheus(metricsPort)], egress: [...dns, nats] },
+      collect: { ingress: [prometheus(metricsPort)], egress: [...dns, nats, clickhouse] },
+      'gputel-provision': { ingress: [], egress: [...dns, nats, clickhouse] },
+      upload: { ingress: [...knative, prometheus(8080)], egress: [...dns, nats] },
+      query: { ingress: [...knative, prometheus(8080)], egress: [...dns, nats, clickhouse] },
+      'remote-write': { ingress: [...knative, prometheus(8080)], egress: [...dns, nats] },
+    };
+    const seen: string[] = [];
+    for (const w of workloads(objs)) {
+      const name = w.object.metadata.name;
+      const flows = flowsFor(podLabels(w), policies(objs));
+      expect(flows.isolated, `${name}: isolated both ways`).toEqual({ ingress: true, egress: true });
+      expect({ ingress: flows.ingress, egress: flows.egress }, name).toEqual({ ingress: [...expected[name].ingress].sort(), egress: [...expected[name].egress].sort() });
+      // Every port let in is one the pod listens on (Knative pods: user container + queue-proxy).
+      const c = w.podSpec.containers[0];
+      const listening = [...(c.ports ?? []).map((p: Json) => p.containerPort), ...(w.knative ? QUEUE_PROXY_PORTS : [])];
+      for (const f of flows.ingress) expect(listening, `${name}: ${f}`).toContain(Number(f.split('/').pop()));
+      seen.push(name);
+    }
+    expect(seen.sort()).toEqual(Object.keys(expected).sort());
+    // Probes and metrics use the ports the Prometheus rule lets in.
+    for (const w of workloads(objs).filter((w) => w.object.kind === 'Deployment')) {
+      expect(w.podSpec.containers[0].ports.find((p: Json) => p.name === 'http').containerPort).toBe(metricsPort);
+    }
+  });
+
+  it('the overlays let each workload reach the same services (edge: the leaf node in the NATS namespace)', () => {
+    for (const dir of ['keda/overlays/edge', 'keda/overlays/central', 'knative/overlays/edge', 'knative/overlays/central']) {
+      const objs = builds.get(join(repoRoot, dir))!;
+      const cm = configMap(objs);
+      const nats = `ns=${namespaceOf(hostOf(cm.NATS_URL))} pods=* TCP/${portOf(cm.NATS_URL, 4222)}`;
+      for (const w of workloads(objs)) expect(flowsFor(podLabels(w), policies(objs)).egress, `${dir} ${w.object.metadata.name}`).toContain(nats);
+    }
+  });
+
+  it('keda/nats-access lets the KEDA operator reach the monitoring port and gputel the client port, nothing else', () => {
+    const objs = builds.get(join(KEDA, 'nats-access'))!;
+    const cm = configMap(installed());
+    const endpoints = new Set(ofKind('ScaledObject').map(({ o }) => o.spec.triggers[0].metadata.natsServerMonitoringEndpoint as string));
+    const local = [...endpoints].filter((e) => e.endsWith('.svc.cluster.local:8222') || /\.svc(\.cluster\.local)?:\d+$/.test(e));
+    expect(local.length).toBeGreaterThan(0);
+    for (const e of local) expect(namespaceOf(e.split(':')[0]), e).toBe(objs[0].metadata.namespace);
+    expect(namespaceOf(hostOf(cm.NATS_URL))).toBe(objs[0].metadata.namespace);
+    const natsPod = { 'app.kubernetes.io/name': 'nats' };
+    const flows = flowsFor(natsPod, policies(objs));
+    expect(flows.egress).toEqual([]);
+    expect(flows.ingress).toEqual(
+      [`ns=keda pods=app=keda-operator TCP/${local[0].split(':')[1]}`, `ns=gputel pods=app.kubernetes.io/part-of=gputel TCP/${portOf(cm.NATS_URL, 4222)}`].sort(),
+    );
+    // The peer description itself: a namespaceSelector by name, pods by label.
+    expect(describePeer({ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'x' } } }, 'own')).toBe('ns=x pods=*');
   });
 });
 
@@ -593,6 +780,15 @@ describe.skipIf(!entriesExist)('npm run build output starts without node_modules
     expect(await p.exited).toBe(0);
   });
 
+  it('remote-write: /healthz 200 and /readyz 503 while NATS is unreachable; exits 0 on SIGTERM', async () => {
+    const port = await freePort();
+    const p = run('remote-write', { PORT: String(port), NATS_URL: `nats://127.0.0.1:${await freePort()}` });
+    await waitFor(async () => (await status(port, '/healthz')) === 200, `remote-write /healthz\n${p.output()}`, 20_000);
+    expect(await status(port, '/readyz')).toBe(503);
+    p.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  });
+
   it('a worker started before provisioning exits non-zero (kubelet restarts it); provision then workers serve and drain', async () => {
     [nats, clickhouse] = await Promise.all([startNats(), startClickHouse()]);
     const env = { NATS_URL: nats.url, CLICKHOUSE_URL: clickhouse.url, JETSTREAM_REPLICAS: '1' };
@@ -620,6 +816,21 @@ describe.skipIf(!entriesExist)('npm run build output starts without node_modules
       expect(await w.exited, w.output()).toBe(0);
     }
   }, 120_000);
+
+  it('remote-write (protobufjs + snappyjs bundled) stores a real request in the telemetry stream', async () => {
+    expect(nats, 'provisioned by the previous test').toBeDefined();
+    const port = await freePort();
+    const p = run('remote-write', { PORT: String(port), NATS_URL: nats!.url });
+    await waitFor(async () => (await status(port, '/readyz')) === 200, `remote-write /readyz\n${p.output()}`, 20_000);
+    const res = await sendRemoteWrite(`http://127.0.0.1:${port}/api/v1/write`, rowSeries(fixtureRows().slice(0, 10)));
+    expect(res.status, res.body).toBe(204);
+    const nc = await connect({ servers: nats!.url });
+    const info = await (await nc.jetstreamManager()).streams.info(STREAMS.telemetry);
+    await nc.close();
+    expect(info.state.messages).toBe(1);
+    p.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  }, 60_000);
 });
 
 const isBuiltin = (s: string) => builtinModules.includes(s);

@@ -14,7 +14,7 @@ import { startNats, type NatsServer } from './support/servers.ts';
 // WORKER_MAX_DELIVER deliveries (or at once for permanent errors and non-events), drain on stop.
 
 const BASE_MS = 100;
-const cfg: WorkerConfig = { WORKER_MAX_DELIVER: 3, WORKER_RETRY_BASE_MS: BASE_MS, WORKER_HTTP_PORT: 0 };
+const cfg: WorkerConfig = { WORKER_MAX_DELIVER: 3, WORKER_RETRY_BASE_MS: BASE_MS, WORKER_HTTP_PORT: 0, WORKER_HEARTBEAT_MS: 2000, HTTP_HOST: '127.0.0.1' };
 const STREAM = STREAMS.uploads;
 const CONSUMER = CONSUMERS.ingest;
 

@@ -9,41 +9,69 @@ import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES } from '../../shared/names.ts';
+import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
+import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.
-// No duplicates on redelivery, by two mechanisms:
+// No duplicates on redelivery, by three mechanisms:
 // 1. the INSERT carries insert_deduplication_token = hash of its batch ids, so the same group
 //    sent twice is stored once (views included);
 // 2. before inserting, batch ids already present in collected_batches (filled by a view in the
 //    same INSERT) are skipped, which also covers a batch redelivered in a different group or
-//    republished after the stream's duplicate window.
-// An INSERT is a single block (no parallel parsing, max_insert_block_size ≥ its rows) into an
-// unpartitioned table, so each group is stored entirely or not at all: a batch id present means
-// all its rows are (test/collect.test.ts checks one part per insert).
+//    republished after the stream's duplicate window;
+// 3. a batch another loop of this process is inserting right now is not inserted again
+//    (claims.ts: after a NATS crash copies arrive concurrently, before 2. can see them).
+// An INSERT is a single block (no parallel parsing; the Native blocks of its batches squashed into
+// one by min_insert_block_size_rows) into an unpartitioned table, so each group is stored entirely
+// or not at all: a batch id present means all its rows are (test/collect.test.ts checks one part
+// per insert). Batch bodies go to ClickHouse exactly as they crossed JetStream (gzip members
+// concatenate), so collect neither decompresses nor decodes them.
+
+/** How a batch body is inserted, by its CloudEvent datacontenttype. */
+interface BatchFormat {
+  format: string;
+  encoding?: string;
+}
+const FORMATS: Record<string, BatchFormat> = {
+  [BATCH_CONTENT_TYPE]: { format: BATCH_CLICKHOUSE_FORMAT, encoding: BATCH_CONTENT_ENCODING },
+  // Batches written before the Native format may still be in the stream during an upgrade.
+  'text/tab-separated-values': { format: 'TabSeparated' },
+};
 
 interface Batch {
   index: number;
   id: string;
   rows: number;
   body: Buffer;
+  kind: BatchFormat;
 }
 
-function toBatch(event: CloudEventV1<unknown>, index: number, raw?: Uint8Array): Batch | string {
+const MAX_BATCH_ROWS = 1_000_000;
+
+function toBatch(event: CloudEventV1<unknown>, index: number): Batch | string {
   if (event.type !== EVENT_TYPES.samples) return `unexpected event type ${event.type}`;
-  // The worker passes the message bytes, which saves re-encoding the decoded text.
-  const body = raw
-    ? Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength)
-    : typeof event.data === 'string' ? Buffer.from(event.data, 'utf8') : Buffer.isBuffer(event.data) ? event.data : undefined;
-  if (!body) return 'sample batch has no TabSeparated payload';
   if (!/^[\w-]+\.\d+\.\d+$/.test(event.id)) return `batch id ${event.id} is not <upload>.<part>.<seq>`;
+  const kind = FORMATS[event.datacontenttype ?? ''];
+  if (!kind) return `unsupported batch content type ${String(event.datacontenttype).slice(0, 100)} (expected ${BATCH_CONTENT_TYPE})`;
+  const data = event.data;
+  const body = data instanceof Uint8Array ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : typeof data === 'string' && !kind.encoding ? Buffer.from(data, 'utf8') : undefined;
+  if (!body || body.length === 0) return 'sample batch has no payload';
   let rows = 0;
-  for (let i = body.indexOf(10); i !== -1; i = body.indexOf(10, i + 1)) rows++;
-  if (rows === 0) return 'sample batch is empty';
-  return { index, id: event.id, rows, body };
+  if (kind.encoding) {
+    // Rows come from the event (the body is compressed); ClickHouse checks the body itself.
+    const attr = (event as { rows?: unknown }).rows;
+    rows = typeof attr === 'string' && /^\d{1,7}$/.test(attr) ? Number(attr) : 0;
+    if (rows < 1 || rows > MAX_BATCH_ROWS) return `sample batch has no valid rows attribute (1 to ${MAX_BATCH_ROWS})`;
+    if (body[0] !== 0x1f || body[1] !== 0x8b) return 'sample batch is not gzip-compressed';
+  } else {
+    for (let i = body.indexOf(10); i !== -1; i = body.indexOf(10, i + 1)) rows++;
+    if (rows === 0) return 'sample batch is empty';
+  }
+  return { index, id: event.id, rows, body, kind };
 }
 
 /** Groups of consecutive batches with at most maxRows rows each (a larger batch goes alone). */
@@ -64,6 +92,9 @@ export function groupBatches<T extends { rows: number }>(batches: T[], maxRows: 
   return groups;
 }
 
+/** Rows an INSERT may hold in one block (COLLECT_MAX_ROWS is at most 1,000,000). */
+const MAX_INSERT_BLOCK_ROWS = 1_048_576;
+
 export function dedupToken(ids: string[]): string {
   return createHash('sha256').update([...ids].sort().join('\n')).digest('hex');
 }
@@ -80,40 +111,36 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
 
   async function insert(group: Batch[]): Promise<void> {
     const rows = group.reduce((n, b) => n + b.rows, 0);
-    await ch.insert({
-      table: CLICKHOUSE_TABLES.samples,
-      columns: [...SAMPLE_INSERT_COLUMNS],
-      format: 'TabSeparated',
+    const { format, encoding } = group[0].kind;
+    const result = await ch.exec({
+      query: `INSERT INTO ${CLICKHOUSE_TABLES.samples} (${SAMPLE_INSERT_COLUMNS.join(', ')}) FORMAT ${format}`,
       values: Readable.from(group.map((b) => b.body), { objectMode: false }),
+      http_headers: encoding ? { 'Content-Encoding': encoding } : undefined,
       clickhouse_settings: {
         insert_deduplication_token: dedupToken(group.map((b) => b.id)),
         insert_deduplicate: 1,
         deduplicate_blocks_in_dependent_materialized_views: 1,
-        // One block, hence one part: parallel parsing would cut the body into ~10 MiB pieces
-        // that become separate parts (seen: 4 parts for a 42 MB insert).
+        // One block, hence one part: parallel parsing would cut a text body into ~10 MiB pieces
+        // that become separate parts (seen: 4 parts for a 42 MB insert), and the Native blocks
+        // of the batches are squashed into one until this many rows (more than a group has).
         input_format_parallel_parsing: 0,
-        max_insert_block_size: '1048576',
-        min_insert_block_size_rows: '0',
+        max_insert_block_size: String(MAX_INSERT_BLOCK_ROWS),
+        min_insert_block_size_rows: String(MAX_INSERT_BLOCK_ROWS),
         min_insert_block_size_bytes: '0',
       },
     });
+    // The answer of an INSERT is empty; reading it to the end releases the connection.
+    for await (const _ of result.stream) void _;
     rowsCounter.inc({ stage: 'collect', outcome: 'stored' }, rows);
   }
 
-  return async function collect(events: CloudEventV1<unknown>[], msgs?: { data: Uint8Array }[]): Promise<BatchOutcome> {
-    const poison: { index: number; reason: string }[] = [];
-    const batches: Batch[] = [];
-    events.forEach((e, i) => {
-      const b = toBatch(e, i, msgs?.[i]?.data);
-      if (typeof b === 'string') poison.push({ index: i, reason: b });
-      else batches.push(b);
-    });
-    if (batches.length === 0) return { poison };
-    const already = await storedIds(batches.map((b) => b.id));
-    const fresh = batches.filter((b) => !already.has(b.id));
-    for (const group of groupBatches(fresh, cfg.COLLECT_MAX_ROWS)) {
+  /** Inserts `fresh`, adding what ClickHouse refuses to `poison` and what it stored to `stored`. */
+  async function insertAll(fresh: Batch[], poison: { index: number; reason: string }[], stored: string[]): Promise<void> {
+    const kinds = [...new Set(fresh.map((b) => b.kind))];
+    for (const group of kinds.flatMap((kind) => groupBatches(fresh.filter((b) => b.kind === kind), cfg.COLLECT_MAX_ROWS))) {
       try {
         await insert(group);
+        stored.push(...group.map((b) => b.id));
       } catch (e) {
         // An outage fails the whole fetch (retried); a rejected INSERT is narrowed down to the
         // batches ClickHouse refuses, so one bad batch does not dead-letter its neighbours.
@@ -121,12 +148,43 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
         for (const b of group) {
           try {
             await insert([b]);
+            stored.push(b.id);
           } catch (one) {
             if (isTransient(one)) throw one;
             poison.push({ index: b.index, reason: `ClickHouse rejected batch ${b.id}: ${one instanceof Error ? one.message : one}` });
           }
         }
       }
+    }
+  }
+
+  const claims = new InsertClaims();
+
+  return async function collect(events: CloudEventV1<unknown>[]): Promise<BatchOutcome> {
+    const poison: { index: number; reason: string }[] = [];
+    const batches: Batch[] = [];
+    events.forEach((e, i) => {
+      const b = toBatch(e, i);
+      if (typeof b === 'string') poison.push({ index: i, reason: b });
+      else batches.push(b);
+    });
+    if (batches.length === 0) return { poison };
+    const already = await storedIds(batches.map((b) => b.id));
+    let todo = batches.filter((b) => !already.has(b.id));
+    while (todo.length > 0) {
+      const claim = claims.claim(todo);
+      const stored: string[] = [];
+      try {
+        await insertAll(claim.mine, poison, stored);
+      } finally {
+        claim.finish(stored);
+      }
+      if (claim.busy.length === 0) break;
+      // Copies another loop was inserting: done once it is, ours to insert if it failed (asking
+      // the ledger again: a failed request may still have been committed).
+      await claim.settled;
+      const now = await storedIds(claim.busy.map((b) => b.id));
+      todo = claim.busy.filter((b) => !now.has(b.id));
     }
     // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
     const refused = new Set(poison.map((p) => p.index));

@@ -1,7 +1,8 @@
-// Pull-worker entry (bundled to dist/collect-worker.js): pulls up to COLLECT_MAX_MESSAGES
-// batches (or whatever arrived within COLLECT_MAX_WAIT_MS) and hands them to collect together.
+// Pull-worker entry (bundled to dist/collect-worker.js): hands collect up to COLLECT_MAX_ROWS rows
+// of batches at once (at most COLLECT_MAX_MESSAGES, or whatever arrived within
+// COLLECT_MAX_WAIT_MS), holding at most COLLECT_MAX_BYTES of them per loop.
 import { parseEnv } from '../../shared/config.ts';
-import { clickhouseClient } from '../../shared/clickhouse.ts';
+import { clickhouseClient, clickhouseReadiness } from '../../shared/clickhouse.ts';
 import { CONSUMERS, STREAMS } from '../../shared/names.ts';
 import { connectNats } from '../../shared/nats.ts';
 import { runWorkerProcess } from '../../shared/worker.ts';
@@ -18,10 +19,15 @@ await runWorkerProcess(
     consumer: CONSUMERS.collect,
     cfg,
     maxMessages: cfg.COLLECT_MAX_MESSAGES,
+    maxBytes: cfg.COLLECT_MAX_BYTES,
+    // A handled batch is about one INSERT: it ends at COLLECT_MAX_ROWS rows (ce-rows of each event).
+    batchWeight: { of: (m) => Number(m.headers?.get('ce-rows')) || 0, max: cfg.COLLECT_MAX_ROWS },
     maxWaitMs: cfg.COLLECT_MAX_WAIT_MS,
+    // Batch bodies go to ClickHouse as they are: no text decode, no copy.
+    rawData: true,
     concurrency: cfg.COLLECT_CONCURRENCY,
     handle: createCollectHandler(cfg, ch, async () => nc),
-    ready: async () => ((await ch.ping()).success ? [] : ['ClickHouse unreachable']),
+    ready: () => clickhouseReadiness(ch),
   }),
   () => ch.close(),
 );

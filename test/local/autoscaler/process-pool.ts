@@ -1,12 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { SupervisedProcess } from '../supervisor.ts';
 
 // A local stand-in for a Deployment's replicas: N worker processes of one function. scaleTo(n)
 // starts or stops processes; a stop is SIGTERM (the worker drains), then SIGKILL after a grace
 // period, like a pod's terminationGracePeriodSeconds. A worker that dies on its own is restarted
-// with a growing delay (like CrashLoopBackOff). Fixed-count mode is this pool with scaleTo(N).
+// with a growing delay (like CrashLoopBackOff, ../supervisor.ts). Fixed-count mode is this pool
+// with scaleTo(N).
 
 export interface WorkerPool {
   /** Desired replica count (a Deployment's spec.replicas). */
@@ -35,11 +35,8 @@ export interface ProcessPoolOptions {
 interface Instance {
   slot: number;
   label: string;
-  proc?: ChildProcess;
-  exited?: Promise<void>;
+  sup: SupervisedProcess;
   terminating: boolean;
-  restarts: number;
-  restartTimer?: NodeJS.Timeout;
 }
 
 export class ProcessPool implements WorkerPool {
@@ -56,7 +53,7 @@ export class ProcessPool implements WorkerPool {
 
   /** Live processes (not terminating). */
   running(): { label: string; pid?: number; restarts: number }[] {
-    return this.instances.filter((i) => !i.terminating).map((i) => ({ label: i.label, pid: i.proc?.pid, restarts: i.restarts }));
+    return this.instances.filter((i) => !i.terminating).map((i) => ({ label: i.label, pid: i.sup.proc.pid, restarts: i.sup.restarts }));
   }
 
   scaleTo(n: number): Promise<void> {
@@ -68,10 +65,6 @@ export class ProcessPool implements WorkerPool {
 
   stop(): Promise<void> {
     return this.scaleTo(0);
-  }
-
-  private out(line: string): void {
-    (this.opts.output ?? console.log)(line);
   }
 
   private async apply(n: number): Promise<void> {
@@ -92,65 +85,24 @@ export class ProcessPool implements WorkerPool {
     return s;
   }
 
-  private start(slot: number, inst?: Instance): void {
-    const i: Instance = inst ?? { slot, label: `${this.opts.fn}#${slot}`, terminating: false, restarts: 0 };
-    if (!inst) this.instances.push(i);
-    const args = this.opts.args ?? ['--import', 'tsx', `functions/${this.opts.fn}/worker.ts`];
-    // WORKER_HTTP_PORT=0: N local workers cannot share one health port.
-    const env = { ...process.env, ...this.opts.env, WORKER_HTTP_PORT: '0' };
-    const proc = spawn(process.execPath, args, { cwd: this.opts.cwd ?? repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    i.proc = proc;
-    for (const stream of [proc.stdout!, proc.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => this.out(`[${i.label}] ${line}`));
-    }
-    i.exited = new Promise<void>((done) => {
-      let settled = false;
-      const onEnd = (what: string) => {
-        if (settled) return;
-        settled = true;
-        done();
-        if (i.proc === proc) this.onExit(i, what);
-      };
-      // 'close' (not 'exit'): the last output lines have been read by then.
-      proc.once('close', (code, signal) => onEnd(signal ? `signal ${signal}` : `code ${code}`));
-      proc.once('error', (e) => onEnd(`error ${e.message}`));
+  private start(slot: number): void {
+    const label = `${this.opts.fn}#${slot}`;
+    const out = this.opts.output ?? console.log;
+    const sup = new SupervisedProcess({
+      args: this.opts.args ?? ['--import', 'tsx', `functions/${this.opts.fn}/worker.ts`],
+      cwd: this.opts.cwd ?? repoRoot,
+      // WORKER_HTTP_PORT=0: N local workers cannot share one health port.
+      env: { ...process.env, ...this.opts.env, WORKER_HTTP_PORT: '0' },
+      output: (line) => out(`[${label}] ${line}`),
+      restartDelayMs: this.opts.restartDelayMs,
     });
-  }
-
-  private onExit(i: Instance, what: string): void {
-    if (i.terminating) {
-      this.instances.splice(this.instances.indexOf(i), 1);
-      return;
-    }
-    i.restarts++;
-    const base = this.opts.restartDelayMs ?? 1000;
-    const delay = Math.min(base * 2 ** (i.restarts - 1), 30_000);
-    this.out(`[${i.label}] exited unexpectedly (${what}); restarting in ${Math.round(delay / 100) / 10}s`);
-    i.restartTimer = setTimeout(() => {
-      i.restartTimer = undefined;
-      if (!i.terminating) this.start(i.slot, i);
-    }, delay);
+    this.instances.push({ slot, label, sup, terminating: false });
   }
 
   private async terminate(i: Instance): Promise<void> {
     i.terminating = true;
-    if (i.restartTimer) {
-      clearTimeout(i.restartTimer);
-      i.restartTimer = undefined;
-    }
-    const proc = i.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
-      const idx = this.instances.indexOf(i);
-      if (idx >= 0) this.instances.splice(idx, 1);
-      return;
-    }
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      this.out(`[${i.label}] did not exit within ${this.opts.stopTimeoutMs ?? 30_000} ms; SIGKILL`);
-      proc.kill('SIGKILL');
-    }, this.opts.stopTimeoutMs ?? 30_000);
-    await i.exited;
-    clearTimeout(timer);
+    await i.sup.stop(this.opts.stopTimeoutMs ?? 30_000);
+    this.instances.splice(this.instances.indexOf(i), 1);
   }
 }
 
