@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUCKETS, CONSUMERS, STREAMS } from '../shared/names.ts';
 import { objectStream } from '../shared/object-store.ts';
 import { generateCsv } from './bench/generate.ts';
-import { repoRoot, startStack, type FunctionProcess, type Stack } from './local/stack.ts';
+import { repoRoot, startStack, startWorker, type FunctionProcess, type Stack } from './local/stack.ts';
 import { waitFor } from './support/ports.ts';
 
 // A real ingest worker process and SIGTERM: idle it exits at once; in the middle of a part it
@@ -34,14 +34,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
-async function startIngest(): Promise<FunctionProcess> {
-  const w = stack.startFunction('ingest');
-  await waitFor(async () => {
-    if (w.process.exitCode !== null) throw new Error(`ingest exited:\n${w.output.join('\n')}`);
-    return w.output.some((l) => l.includes('ingest worker started'));
-  }, 'ingest worker start', 30_000, 50);
-  return w;
-}
+const startIngest = () => startWorker(stack, 'ingest');
 
 /** SIGTERM; resolves to the exit code and how long the process took to exit. */
 async function sigterm(w: FunctionProcess): Promise<{ code: number | null; signal: string | null; ms: number }> {

@@ -228,6 +228,39 @@ describe('GET /api/v1/gpus/{uuid}/telemetry', () => {
     expect(other.body.error.details.parameters[0].parameter).toBe('cursor');
   });
 
+  it('refuses a tampered cursor with 400 naming cursor (an unsigned one used to yield another page)', async () => {
+    const first = await get(`/api/v1/gpus/${GPU}/telemetry?limit=3`);
+    const [body, mac] = String(first.body.next_cursor).split('.');
+    const content = JSON.parse(Buffer.from(body, 'base64url').toString()) as unknown[];
+    content[content.length - 1] = 0; // another position in the same query
+    const tampered = `${Buffer.from(JSON.stringify(content)).toString('base64url')}.${mac}`;
+    const res = await get(`/api/v1/gpus/${GPU}/telemetry?limit=3&cursor=${tampered}`);
+    expect(res.status).toBe(400);
+    expect(res.body.error.details.parameters).toEqual([expect.objectContaining({ parameter: 'cursor' })]);
+    expect(res.body.error.message).toMatch(/^cursor was not issued by this API or was altered/);
+  });
+
+  it('accepts cursors across replicas sharing CURSOR_SECRET and through a key rotation', async () => {
+    const oldKey = 'the-old-cursor-secret-0123456789abcdef';
+    const newKey = 'the-new-cursor-secret-0123456789abcdef';
+    const [a, b] = await Promise.all([startQuery({ CURSOR_SECRET: oldKey }), startQuery({ CURSOR_SECRET: oldKey })]);
+    const first = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4`, {}, a);
+    const second = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4&cursor=${first.body.next_cursor}`, {}, b);
+    expect(second.status).toBe(200);
+    // Rotated: the new key signs, the old one is still accepted.
+    const rotated = await startQuery({ CURSOR_SECRET: newKey, CURSOR_SECRET_PREVIOUS: oldKey });
+    const third = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4&cursor=${second.body.next_cursor}`, {}, rotated);
+    expect(third.status).toBe(200);
+    expect([first.body.count, second.body.count, third.body.count]).toEqual([4, 4, 2]);
+    // After the rotation window: cursors of the old key are refused, naming cursor.
+    const after = await startQuery({ CURSOR_SECRET: newKey });
+    const refused = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4&cursor=${first.body.next_cursor}`, {}, after);
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.message).toMatch(/^cursor /);
+    // Another process without the secret (random key) refuses them too.
+    expect((await get(`/api/v1/gpus/${GPU}/telemetry?limit=4&cursor=${first.body.next_cursor}`)).status).toBe(400);
+  });
+
   it('404s a GPU that was never seen', async () => {
     const { status, body } = await get(`/api/v1/gpus/${UNKNOWN}/telemetry`);
     expect(status).toBe(404);
@@ -262,8 +295,12 @@ describe('GET /api/v1/gpus/{uuid}/telemetry', () => {
     const { status, body } = await get(`/api/v1/gpus/${GPU}/telemetry?start_time=2030-01-01T00:00:00Z`);
     expect(status).toBe(200);
     expect(body).toMatchObject({ uuid: GPU, count: 0, data: [], next_cursor: null });
-    const farPast = await get(`/api/v1/gpus/${GPU}/telemetry?end_time=0001-01-01T00:00:00Z`);
+    const farPast = await get(`/api/v1/gpus/${GPU}/telemetry?end_time=1900-01-01T00:00:00Z`);
     expect(farPast.body.count).toBe(0);
+    // The same rule as stored timestamps: an instant the store cannot hold is a bad parameter.
+    const outside = await get(`/api/v1/gpus/${GPU}/telemetry?end_time=0001-01-01T00:00:00Z`);
+    expect(outside.status).toBe(400);
+    expect(outside.body.error.message).toMatch(/^end_time is outside the range the store can hold/);
   });
 });
 

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, parseEnv } from '../shared/config.ts';
 import { HttpError } from '../shared/http.ts';
 import { queryEnv } from '../functions/query/config.ts';
-import { cursorFingerprint, decodeCursor, encodeCursor, type CursorScope } from '../functions/query/cursor.ts';
+import { createHmac } from 'node:crypto';
+import { cursorFingerprint, cursorSigner, decodeCursor, encodeCursor, NOT_ISSUED, type CursorScope } from '../functions/query/cursor.ts';
 import { openApiText } from '../functions/query/openapi.ts';
 import { validateRequest } from '../functions/query/params.ts';
 import { gpuPathParams, noQuery, parseInstant, summaryQuery, telemetryQuery } from '../functions/query/schemas.ts';
@@ -13,9 +14,12 @@ import { gpuPathParams, noQuery, parseInstant, summaryQuery, telemetryQuery } fr
 
 const limits = { defaultLimit: 1000, maxLimit: 10_000 };
 const UUID = 'GPU-5fd4f087-86f3-7a43-b711-4771313afc50';
+const SECRET = 'test-cursor-secret-0123456789abcdef';
+const DAY_MS = 86_400_000;
+const signer = cursorSigner({ current: SECRET }, { maxAgeMs: DAY_MS });
 
 function telemetry(qs: string, uuid = UUID) {
-  return validateRequest({ schema: gpuPathParams, values: { uuid } }, { schema: telemetryQuery(limits), url: new URL(`http://x/?${qs}`) });
+  return validateRequest({ schema: gpuPathParams, values: { uuid } }, { schema: telemetryQuery(limits, signer), url: new URL(`http://x/?${qs}`) });
 }
 
 function rejection(fn: () => unknown): HttpError {
@@ -65,7 +69,7 @@ describe('telemetry parameters', () => {
 
   it('parse times, metric, limit and cursor', () => {
     const scope: CursorScope = { uuid: UUID, metric: 'DCGM_FI_DEV_GPU_UTIL' };
-    const cursor = encodeCursor({ ts: 1, metric: 'm', batch: 'b', line: 2 }, scope);
+    const cursor = encodeCursor(signer, { ts: 1, metric: 'm', batch: 'b', line: 2 }, scope);
     const { query } = telemetry(`start_time=2025-07-18T20:42:34Z&end_time=2025-07-18T20:42:37%2B00:00&metric=DCGM_FI_DEV_GPU_UTIL&limit=10000&cursor=${cursor}`);
     expect(query.start_time).toBe(Date.UTC(2025, 6, 18, 20, 42, 34));
     expect(query.end_time).toBe(Date.UTC(2025, 6, 18, 20, 42, 37));
@@ -120,11 +124,15 @@ describe('telemetry parameters', () => {
 describe('cursor', () => {
   const scope: CursorScope = { uuid: UUID, start: 0, end: 10 };
   const key = { ts: Date.UTC(2025, 6, 18, 20, 42, 35), metric: 'DCGM_FI_DEV_FB_USED', batch: 'u1.0.1', line: 990 };
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  /** Signed like the API signs, so only the content is wrong. */
+  const forge = (secret: string, body: string, kind = 'telemetry') =>
+    `${body}.${createHmac('sha256', secret).update(`${kind}.${body}`).digest().subarray(0, 16).toString('base64url')}`;
 
   it('round-trips the sort key and is URL-safe', () => {
-    const c = encodeCursor(key, scope);
-    expect(c).toMatch(/^[A-Za-z0-9_-]+$/);
-    expect(decodeCursor(c)).toEqual({ fingerprint: cursorFingerprint(scope), key });
+    const c = encodeCursor(signer, key, scope);
+    expect(c).toMatch(/^[A-Za-z0-9_.-]+$/);
+    expect(decodeCursor(signer, c)).toEqual({ fingerprint: cursorFingerprint(scope), key });
   });
 
   it('binds to the query it came from', () => {
@@ -136,22 +144,78 @@ describe('cursor', () => {
     expect(cursorFingerprint({ ...scope, metric: 'x' })).not.toBe(fp);
   });
 
-  it('rejects anything it did not issue', () => {
-    const valid = encodeCursor(key, scope);
-    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  it('refuses a tampered cursor: any changed character of the payload or the signature', () => {
+    const valid = encodeCursor(signer, key, scope);
+    const [body, mac] = valid.split('.');
+    // The payload re-encoded with another row: what an unsigned cursor let a client do.
+    const [v, iat, fp] = JSON.parse(Buffer.from(body, 'base64url').toString()) as unknown[];
+    expect(decodeCursor(signer, `${b64([v, iat, fp, key.ts, key.metric, key.batch, key.line + 1])}.${mac}`)).toBe(NOT_ISSUED);
+    for (let i = 0; i < valid.length; i++) {
+      if (valid[i] === '.') continue;
+      const flipped = valid.slice(0, i) + (valid[i] === 'A' ? 'B' : 'A') + valid.slice(i + 1);
+      expect(typeof decodeCursor(signer, flipped), `position ${i}`).toBe('string');
+    }
+  });
+
+  it('refuses a cursor signed with another key, or for another kind of page', () => {
+    const other = cursorSigner({ current: 'another-secret-0123456789abcdefghij' }, { maxAgeMs: DAY_MS });
+    expect(decodeCursor(signer, encodeCursor(other, key, scope))).toBe(NOT_ISSUED);
+    const gpusPage = signer.seal('gpus', [cursorFingerprint(scope), key.ts, key.metric, key.batch, key.line]);
+    expect(decodeCursor(signer, gpusPage)).toBe(NOT_ISSUED);
+  });
+
+  it('accepts cursors of the previous key during a rotation, and signs only with the current one', () => {
+    const oldCursor = encodeCursor(signer, key, scope);
+    const rotated = cursorSigner({ current: 'the-new-secret-0123456789abcdefghij', previous: [SECRET] }, { maxAgeMs: DAY_MS });
+    expect(decodeCursor(rotated, oldCursor)).toEqual({ fingerprint: cursorFingerprint(scope), key });
+    const fresh = encodeCursor(rotated, key, scope);
+    expect(decodeCursor(signer, fresh)).toBe(NOT_ISSUED);
+    // Once the previous key is dropped, its cursors are refused.
+    const done = cursorSigner({ current: 'the-new-secret-0123456789abcdefghij' }, { maxAgeMs: DAY_MS });
+    expect(decodeCursor(done, oldCursor)).toBe(NOT_ISSUED);
+    expect(decodeCursor(done, fresh)).toEqual({ fingerprint: cursorFingerprint(scope), key });
+  });
+
+  it('expires after the maximum age (which bounds how long a previous key is needed)', () => {
+    let now = Date.UTC(2026, 0, 1);
+    const clocked = cursorSigner({ current: SECRET }, { maxAgeMs: 3_600_000, now: () => now });
+    const c = encodeCursor(clocked, key, scope);
+    now += 3_600_000;
+    expect(typeof decodeCursor(clocked, c)).toBe('object');
+    now += 1000;
+    expect(decodeCursor(clocked, c)).toMatch(/has expired/);
+    // Issued "in the future" (a forged or clock-skewed issue time) is not accepted either.
+    now = Date.UTC(2026, 0, 1) - 120_000;
+    expect(decodeCursor(clocked, c)).toBe(NOT_ISSUED);
+  });
+
+  it('rejects anything it did not issue, even correctly signed garbage', () => {
+    const iat = Math.floor(Date.now() / 1000);
     for (const bad of [
       '',
       'not base64!',
-      valid.slice(0, -3),
-      b64([2, 'x'.repeat(16), 1, 'm', 'b', 1]),
-      b64([1, 'short', 1, 'm', 'b', 1]),
-      b64([1, 'x'.repeat(16), 1.5, 'm', 'b', 1]),
-      b64([1, 'x'.repeat(16), 1, 'm', 'b', -1]),
-      b64({ ts: 1 }),
+      'Zm9v',
+      encodeCursor(signer, key, scope).slice(0, -3),
+      forge(SECRET, b64([1, 'x'.repeat(16), 1, 'm', 'b', 1])),
+      forge(SECRET, b64([2, iat, 'short', 1, 'm', 'b', 1])),
+      forge(SECRET, b64([2, iat, 'x'.repeat(16), 1.5, 'm', 'b', 1])),
+      forge(SECRET, b64([2, iat, 'x'.repeat(16), 1, 'm', 'b', -1])),
+      forge(SECRET, b64({ ts: 1 })),
+      forge(SECRET, Buffer.from('not json').toString('base64url')),
       'A'.repeat(2000),
     ]) {
-      expect(typeof decodeCursor(bad), bad).toBe('string');
+      expect(typeof decodeCursor(signer, bad), bad).toBe('string');
     }
+    expect(decodeCursor(signer, forge(SECRET, b64([2, iat, 'x'.repeat(16), 1, 'm', 'b', 1])))).toEqual({ fingerprint: 'x'.repeat(16), key: { ts: 1, metric: 'm', batch: 'b', line: 1 } });
+  });
+
+  it('names cursor in the 400 for a tampered one; without a key no cursor is accepted', () => {
+    const valid = encodeCursor(signer, key, { uuid: UUID });
+    const tampered = valid.slice(0, 5) + (valid[5] === 'A' ? 'B' : 'A') + valid.slice(6);
+    const e = rejection(() => telemetry(`cursor=${tampered}`));
+    expect(e.status).toBe(400);
+    expect(e.message).toMatch(/^cursor was not issued by this API or was altered/);
+    expect(telemetryQuery(limits).safeParse({ cursor: valid }).success).toBe(false);
   });
 });
 
@@ -162,6 +226,19 @@ describe('configuration', () => {
     expect(cfg.QUERY_MAX_LIMIT).toBe(10_000);
     expect(cfg.CLICKHOUSE_DATABASE).toBe('telemetry');
     expect(cfg.API_TOKENS.size).toBe(0);
+  });
+
+  it('cursor secrets: at least 32 characters, previous ones comma-separated, unset allowed', () => {
+    const long = 'x'.repeat(32);
+    expect(parseEnv(queryEnv, {}).CURSOR_SECRET).toBeUndefined();
+    expect(parseEnv(queryEnv, { CURSOR_SECRET: '' }).CURSOR_SECRET).toBeUndefined();
+    expect(parseEnv(queryEnv, { CURSOR_SECRET: long, CURSOR_SECRET_PREVIOUS: `${long}a, ${long}b` })).toMatchObject({
+      CURSOR_SECRET: long,
+      CURSOR_SECRET_PREVIOUS: [`${long}a`, `${long}b`],
+      CURSOR_MAX_AGE_S: 86_400,
+    });
+    expect(() => parseEnv(queryEnv, { CURSOR_SECRET: 'short' })).toThrow(/CURSOR_SECRET: must be at least 32/);
+    expect(() => parseEnv(queryEnv, { CURSOR_SECRET_PREVIOUS: `${long},short` })).toThrow(/CURSOR_SECRET_PREVIOUS/);
   });
 
   it('refuses a default above the maximum, naming the variable', () => {

@@ -1,12 +1,12 @@
-import { DCGM_COLUMNS, dcgmRow, type Sample } from '../../shared/schemas.ts';
+import { DCGM_COLUMNS, canonicalColumn, dcgmRow, type Sample } from '../../shared/schemas.ts';
 
-// Pure row handling: CSV record (array of strings) → validated sample → one TabSeparated line
-// in SAMPLE_INSERT_COLUMNS order, which collect hands to ClickHouse unchanged.
+// Pure row handling: CSV record (array of strings) → validated sample (the batch encoding is
+// shared/sample-batch.ts).
 
 /** For each DCGM column, its index in the file's header (the header was checked beforehand). */
 export function columnIndexes(header: readonly string[]): number[] {
-  const trimmed = header.map((h) => h.trim());
-  return DCGM_COLUMNS.map((c) => trimmed.indexOf(c));
+  const names = header.map(canonicalColumn);
+  return DCGM_COLUMNS.map((c) => names.indexOf(c));
 }
 
 export type RowResult = { ok: true; sample: Sample } | { ok: false; reason: string };
@@ -40,41 +40,13 @@ export function fieldBreaks(record: readonly string[]): { cr: number; lf: number
   return { cr, lf };
 }
 
-const NEEDS_ESCAPE = /[\t\n\r\\]/;
-/** TabSeparated escaping (backslash, tab, newline, carriage return). */
-export function tsvEscape(s: string): string {
-  if (!NEEDS_ESCAPE.test(s)) return s;
-  return s.replace(/[\t\n\r\\]/g, (c) => (c === '\t' ? '\\t' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\\\'));
-}
+const MALFORMED: Record<string, string> = {
+  INVALID_OPENING_QUOTE: 'a quote appears inside an unquoted field',
+  CSV_INVALID_CLOSING_QUOTE: 'a quoted field has characters after its closing quote',
+  CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'a quoted field has characters after its closing quote',
+  CSV_QUOTE_NOT_CLOSED: 'a quoted field is not closed before the end of the file',
+  CSV_MAX_RECORD_SIZE: 'the record is too large',
+};
 
-let lastMs = NaN;
-let lastText = '';
-/** Epoch ms → `YYYY-MM-DD hh:mm:ss.mmm` (UTC), the DateTime64(3) text form; cached because rows repeat times. */
-export function clickhouseTime(ms: number): string {
-  if (ms !== lastMs) {
-    const iso = new Date(ms).toISOString();
-    lastMs = ms;
-    lastText = `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
-  }
-  return lastText;
-}
-
-export function tsvLine(s: Sample, timestampMs: number, uploadId: string, batchId: string, line: number): string {
-  return (
-    clickhouseTime(timestampMs) + '\t' +
-    tsvEscape(s.metric_name) + '\t' +
-    tsvEscape(s.gpu_id) + '\t' +
-    tsvEscape(s.device) + '\t' +
-    tsvEscape(s.uuid) + '\t' +
-    tsvEscape(s.modelName) + '\t' +
-    tsvEscape(s.Hostname) + '\t' +
-    tsvEscape(s.container) + '\t' +
-    tsvEscape(s.pod) + '\t' +
-    tsvEscape(s.namespace) + '\t' +
-    s.value + '\t' +
-    tsvEscape(s.labels_raw) + '\t' +
-    uploadId + '\t' +
-    batchId + '\t' +
-    line + '\n'
-  );
-}
+/** The reason for a record csv-parse cannot read, from its error code: its messages quote the field. */
+export const malformedReason = (code: string | undefined): string => `malformed CSV: ${MALFORMED[code ?? ''] ?? 'unparseable record'}`;

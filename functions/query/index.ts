@@ -1,12 +1,13 @@
 import * as functions from '@google-cloud/functions-framework';
 import type { ClickHouseClient } from '@clickhouse/client';
+import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from 'nats';
-import { sharedClickHouse } from '../../shared/clickhouse.ts';
+import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.ts';
 import { parseEnv } from '../../shared/config.ts';
-import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type Req, type Res } from '../../shared/http.ts';
-import { sharedNats } from '../../shared/nats.ts';
+import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
+import { natsReadiness, sharedNats } from '../../shared/nats.ts';
 import { limitsOf, queryEnv, type QueryConfig } from './config.ts';
-import { cursorFingerprint, encodeCursor, type CursorScope } from './cursor.ts';
+import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
 import { DOCS_HTML } from './docs.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
@@ -22,23 +23,14 @@ export interface QueryDeps {
   /** Only for readiness: the pipeline is not usable without NATS even though reads are not. */
   nats: () => Promise<NatsConnection>;
 }
-export type QueryHandlerConfig = Pick<QueryConfig, 'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT'>;
+export type QueryHandlerConfig = Pick<
+  QueryConfig,
+  'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT' | 'CURSOR_SECRET' | 'CURSOR_SECRET_PREVIOUS' | 'CURSOR_MAX_AGE_S'
+>;
 
 const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
-
-async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Aborts the ClickHouse query when the client goes away before the answer is sent. */
 async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
@@ -72,7 +64,12 @@ function publicSample(row: SampleRow) {
 
 export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler {
   const limits = limitsOf(cfg);
-  const telemetryParams = telemetryQuery(limits);
+  const cursors = cursorSigner(
+    // No secret: a random one, so cursors are still unforgeable (main.ts warns they die with the process).
+    { current: cfg.CURSOR_SECRET ?? randomBytes(32).toString('base64url'), previous: cfg.CURSOR_SECRET_PREVIOUS },
+    { maxAgeMs: cfg.CURSOR_MAX_AGE_S * 1000 },
+  );
+  const telemetryParams = telemetryQuery(limits, cursors);
   let openapi: string | undefined;
 
   const needRead = (req: Req) => {
@@ -109,7 +106,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     const last = page.at(-1);
     const next =
       rows.length > limit && last
-        ? encodeCursor({ ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
+        ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
         : null;
     sendJson(res, 200, {
       uuid: path.uuid,
@@ -161,20 +158,10 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     res.end(DOCS_HTML);
   }
 
-  const ready = async (): Promise<string[]> => {
-    const clickhouse = within(READY_TIMEOUT_MS, 'ClickHouse', deps.clickhouse().ping({ select: true }))
-      .then((r) => (r.success ? [] : [`ClickHouse unreachable: ${r.error.message}`]))
-      .catch((e: unknown) => [`ClickHouse unreachable: ${e instanceof Error ? e.message : e}`]);
-    const nats = within(
-      READY_TIMEOUT_MS,
-      'NATS',
-      deps.nats().then(async (nc) => {
-        if (nc.isClosed()) return ['NATS connection closed'];
-        await nc.rtt(); // a round trip: a connection that is reconnecting does not answer
-        return [];
-      }),
-    ).catch((e: unknown) => [`NATS unreachable: ${e instanceof Error ? e.message : e}`]);
-    return (await Promise.all([clickhouse, nats])).flat();
+  const ready = async (): Promise<NotReady[]> => {
+    // NATS too: the pipeline is not usable without it even though reads are not.
+    const checks = await Promise.all([clickhouseReadiness(deps.clickhouse(), READY_TIMEOUT_MS), natsReadiness(deps.nats, READY_TIMEOUT_MS)]);
+    return checks.flat();
   };
 
   return router(
@@ -185,7 +172,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
       { method: 'GET', path: '/openapi.json', handle: document },
       { method: 'GET', path: '/docs', handle: docs },
-      ...operationalRoutes(ready),
+      ...operationalRoutes(ready, 'query'),
     ],
     { name: 'query' },
   );

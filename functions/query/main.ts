@@ -1,7 +1,8 @@
 // Production entry (bundled to dist/query.js): serves the query function on $PORT.
 import { parseEnv } from '../../shared/config.ts';
 import { closeSharedClickHouse } from '../../shared/clickhouse.ts';
-import { serve } from '../../shared/http.ts';
+import { listenOptions, serve } from '../../shared/http.ts';
+import { loggerFor } from '../../shared/log.ts';
 import { closeSharedNats } from '../../shared/nats.ts';
 import { queryEnv } from './config.ts';
 import { queryHandler } from './index.ts';
@@ -10,10 +11,12 @@ import { queryHandler } from './index.ts';
 const cfg = parseEnv(queryEnv);
 await serve(
   queryHandler,
-  cfg.PORT,
+  listenOptions(cfg),
   async () => {
     await Promise.allSettled([closeSharedClickHouse(), closeSharedNats()]);
   },
   { drainMs: cfg.HTTP_DRAIN_MS },
 );
-console.log(JSON.stringify({ level: 'info', msg: 'query listening', port: cfg.PORT, auth: cfg.API_TOKENS.size ? 'bearer tokens' : 'OPEN (no API_TOKENS set)' }));
+const log = loggerFor('query');
+log.info({ host: cfg.HTTP_HOST, port: cfg.PORT, auth: cfg.API_TOKENS.size ? 'bearer tokens' : 'OPEN (no API_TOKENS set)' }, 'listening');
+if (!cfg.CURSOR_SECRET) log.warn('CURSOR_SECRET is not set: cursors are signed with a random key of this process and stop working when it restarts or on another replica');

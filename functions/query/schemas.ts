@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { decodeCursor, MAX_CURSOR_LENGTH, type DecodedCursor } from './cursor.ts';
+import { RFC3339_PATTERN, parseInstant } from '../../shared/sample-rules.ts';
+import { decodeCursor, MAX_CURSOR_LENGTH, type CursorSigner, type DecodedCursor } from './cursor.ts';
 import type { Limits } from './config.ts';
 
 // One set of zod schemas: the handlers validate requests with them and openapi.ts turns the same
@@ -8,32 +9,8 @@ import type { Limits } from './config.ts';
 // ---------------------------------------------------------------------------------------------
 // Request parameters
 
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
-export const RFC3339_PATTERN = RFC3339.source;
-
-const daysIn = (year: number, month: number) => new Date(Date.UTC(2000 + (year % 400), month, 0)).getUTCDate();
-
-/**
- * RFC 3339 text → epoch milliseconds. Stored times have millisecond precision, so a finer
- * `start_time` rounds up and a finer `end_time` rounds down: both bounds stay exactly inclusive.
- * Returns a message when the text is not a valid instant (Date.parse alone would accept Feb 30).
- */
-export function parseInstant(text: string, round: 'up' | 'down'): number | string {
-  const m = RFC3339.exec(text);
-  if (!m) return 'must be an RFC 3339 timestamp, e.g. 2025-07-18T20:42:34Z or 2025-07-18T22:42:34.5+02:00';
-  const [, y, mo, d, h, mi, s, frac = '', , , oh = '00', om = '00'] = m;
-  const year = Number(y);
-  const month = Number(mo);
-  if (month < 1 || month > 12) return 'has an invalid month';
-  if (Number(d) < 1 || Number(d) > daysIn(year, month)) return 'has an invalid day of month';
-  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return 'has an invalid time of day';
-  if (Number(oh) > 23 || Number(om) > 59) return 'has an invalid UTC offset';
-  const normalized = text.slice(0, 10) + 'T' + text.slice(11).toUpperCase();
-  let ms = Date.parse(normalized);
-  if (Number.isNaN(ms)) return 'is not a valid date';
-  if (round === 'up' && /[1-9]/.test(frac.slice(3))) ms += 1;
-  return ms;
-}
+// Time bounds follow the same rule as stored timestamps (shared/sample-rules.ts).
+export { parseInstant };
 
 const timeParam = (round: 'up' | 'down', description: string, example: string) =>
   z
@@ -83,11 +60,12 @@ const limitParam = (limits: Limits) => {
     });
 };
 
-const cursorParam = z
+/** Without a signer (the OpenAPI document) no cursor can be verified, so none is accepted. */
+const cursorParam = (signer?: CursorSigner) => z
   .string()
   .max(MAX_CURSOR_LENGTH, 'is too long')
   .transform((s, ctx): DecodedCursor => {
-    const decoded = decodeCursor(s);
+    const decoded = signer ? decodeCursor(signer, s) : 'cannot be verified (no cursor key)';
     if (typeof decoded === 'string') {
       ctx.addIssue({ code: 'custom', message: decoded });
       return z.NEVER;
@@ -108,13 +86,13 @@ export const gpuPathParams = z.object({
     .meta({ description: 'GPU UUID as reported by DCGM.', example: 'GPU-5fd4f087-86f3-7a43-b711-4771313afc50' }),
 });
 
-export const telemetryQuery = (limits: Limits) =>
+export const telemetryQuery = (limits: Limits, cursors?: CursorSigner) =>
   z.strictObject({
     start_time: startTime,
     end_time: endTime,
     metric: metricParam,
     limit: limitParam(limits),
-    cursor: cursorParam,
+    cursor: cursorParam(cursors),
   });
 export type TelemetryQuery = z.output<ReturnType<typeof telemetryQuery>>;
 
@@ -226,16 +204,5 @@ export const metricListSchema = z
   .object({ metrics: z.array(metricStatSchema).meta({ description: 'Ordered by metric_name.' }), count: count('Number of metrics.') })
   .meta({ id: 'MetricList' });
 
-export const errorSchema = z
-  .object({
-    error: z.object({
-      code: z.string().meta({ example: 'invalid_parameter' }),
-      message: z.string(),
-      details: z.unknown().optional(),
-    }),
-  })
-  .meta({ id: 'Error' });
-
-export const healthSchema = z
-  .object({ status: z.string(), problems: z.array(z.string()).optional() })
-  .meta({ id: 'Health' });
+// The error envelope and probe bodies are the same for every HTTP function (shared/http.ts).
+export { errorSchema, healthSchema } from '../../shared/api-schemas.ts';

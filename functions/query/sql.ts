@@ -1,4 +1,5 @@
 import type { ClickHouseClient, ClickHouseSettings } from '@clickhouse/client';
+import { retryRead } from '../../shared/clickhouse.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import type { CursorKey } from './cursor.ts';
 
@@ -17,8 +18,11 @@ const SETTINGS: ClickHouseSettings = {
 };
 
 async function rows<T>(client: ClickHouseClient, query: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<T[]> {
-  const result = await client.query({ query, query_params: params, format: 'JSONEachRow', clickhouse_settings: SETTINGS, abort_signal: signal });
-  return result.json<T>();
+  // Reads only, so a request lost to the keep-alive race is safe to send again.
+  return retryRead(async () => {
+    const result = await client.query({ query, query_params: params, format: 'JSONEachRow', clickhouse_settings: SETTINGS, abort_signal: signal });
+    return result.json<T>();
+  }, signal);
 }
 
 export interface GpuRow {

@@ -1,53 +1,152 @@
-// npm run bench [-- --rows N --ingest N --collect N]
+// npm run bench [-- --rows N --ingest N --collect N --runs N]
 // Measures, in one run on one ClickHouse engine:
 //  (a) baseline: ClickHouse parsing the CSV itself — INSERT … FORMAT CSVWithNames of the file
 //      into a table shaped like `samples` (same order key, codecs and labels map);
 //  (b) the pipeline: upload → object store → ingest workers → JetStream → collect → ClickHouse,
 //      from the first byte uploaded until every row is stored (upload status `done`, then
 //      verified with count()).
-// Prints rows/s for both, the ratio (b/a) and each function process's peak RSS (VmHWM).
-import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+// Prints rows/s for both, the ratio (b/a), and a per-stage table: CPU seconds and µs per row of
+// every process (upload, ingest, collect, ClickHouse, nats-server), peak RSS, and rows/s per CPU
+// core for ingest and collect (what one pod gets). --runs N repeats (a)+(b) on the same stack
+// (tables emptied in between) and prints min/median/max.
+import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createClient } from '@clickhouse/client';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { uploadFile } from '../../functions/upload/cli.ts';
 import { migrations } from '../../shared/migrations.ts';
-import { repoRoot, startStack } from '../local/stack.ts';
+import { repoRoot, startStack, type Stack } from '../local/stack.ts';
 import { generateCsv } from './generate.ts';
+import { cpuSeconds, peakRssMiB } from './proc.ts';
 
 const { values } = parseArgs({
   options: {
     rows: { type: 'string', default: '1000000' },
     ingest: { type: 'string', default: '2' },
     collect: { type: 'string', default: '1' },
+    runs: { type: 'string', default: '1' },
     keep: { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
   },
 });
 
-function peakRssMiB(pid: number | undefined): number {
-  if (!pid) return NaN;
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
-/** User+system CPU seconds a process has used so far. */
-function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return NaN;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 Hz)
-  } catch {
-    return NaN;
-  }
-}
-
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const STAGES = ['upload', 'ingest', 'collect', 'clickhouse', 'nats-server'] as const;
+type Stage = (typeof STAGES)[number];
+
+interface RunResult {
+  rows: number;
+  baselineSec: number;
+  baselineCpu: number;
+  pipelineSec: number;
+  ratio: number;
+  /** CPU seconds per stage during (b), summed over its processes. */
+  cpu: Record<Stage, number>;
+}
+
+async function count(ch: ClickHouseClient, sql: string): Promise<number> {
+  return Number(((await (await ch.query({ query: sql, format: 'JSONEachRow' })).json()) as { n: string }[])[0].n);
+}
+
+/** The processes of each stage (a stage may have several, e.g. two ingest workers). */
+function stagePids(stack: Stack): Record<Stage, number[]> {
+  const of = (fn: string) => stack.processes.filter((p) => p.name.startsWith(`${fn}#`)).map((p) => p.process.pid!);
+  return {
+    upload: of('upload'),
+    ingest: of('ingest'),
+    collect: of('collect'),
+    clickhouse: [stack.clickhouse.process.pid!],
+    'nats-server': [stack.nats.process.pid!],
+  };
+}
+
+async function baseline(ch: ClickHouseClient, stack: Stack, csv: string, rows: number): Promise<{ sec: number; cpu: number }> {
+  // Same table layout as samples, columns named as in the CSV header.
+  const ddl = migrations('bench').find((s) => s.includes('.samples ('))!
+    .replace('bench.samples', 'bench.direct')
+    .replace('model_name LowCardinality', 'modelName LowCardinality')
+    .replace('hostname LowCardinality', 'Hostname LowCardinality');
+  await ch.command({ query: 'CREATE DATABASE IF NOT EXISTS bench' });
+  await ch.command({ query: ddl });
+  const pid = stack.clickhouse.process.pid;
+  const cpu0 = cpuSeconds(pid);
+  const t0 = Date.now();
+  await ch.insert({
+    table: 'bench.direct',
+    columns: ['timestamp', 'metric_name', 'gpu_id', 'device', 'uuid', 'modelName', 'Hostname', 'container', 'pod', 'namespace', 'value', 'labels_raw'],
+    format: 'CSVWithNames',
+    values: createReadStream(csv, { highWaterMark: 1024 * 1024 }),
+    clickhouse_settings: { date_time_input_format: 'best_effort' },
+  });
+  const sec = (Date.now() - t0) / 1000;
+  const cpu = cpuSeconds(pid) - cpu0;
+  const direct = await count(ch, 'SELECT count() AS n FROM bench.direct');
+  if (direct !== rows) throw new Error(`baseline stored ${direct} rows, expected ${rows}`);
+  await ch.command({ query: 'DROP DATABASE bench SYNC' });
+  return { sec, cpu };
+}
+
+/** Empties the pipeline's tables so every run starts alike (no merges of an earlier run's parts). */
+async function emptyTables(ch: ClickHouseClient): Promise<void> {
+  const rs = await ch.query({ query: "SELECT name FROM system.tables WHERE database = 'telemetry' AND engine NOT LIKE '%View'", format: 'JSONEachRow' });
+  for (const { name } of (await rs.json()) as { name: string }[]) await ch.command({ query: `TRUNCATE TABLE telemetry.\`${name}\`` });
+}
+
+async function run(ch: ClickHouseClient, stack: Stack, csv: string, rows: number): Promise<RunResult> {
+  const base = await baseline(ch, stack, csv, rows);
+  await emptyTables(ch);
+  const pids = stagePids(stack);
+  const stageCpu = (s: Stage) => pids[s].reduce((n, pid) => n + cpuSeconds(pid), 0);
+  const before = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
+  const t0 = Date.now();
+  const status = await uploadFile(csv, { url: stack.uploadUrl, wait: true, pollMs: 200, out: process.stderr });
+  const pipelineSec = (Date.now() - t0) / 1000;
+  const cpu = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s) - before[s]])) as Record<Stage, number>;
+  const stored = await count(ch, 'SELECT count() AS n FROM telemetry.samples');
+  if (status.state !== 'done' || stored !== rows) throw new Error(`pipeline ended ${status.state} with ${stored} rows stored, expected ${rows}`);
+  return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu };
+}
+
+function report(r: RunResult, stack: Stack): void {
+  const pids = stagePids(stack);
+  const us = (sec: number) => ((sec * 1e6) / r.rows).toFixed(2);
+  console.log(`(a) ClickHouse INSERT … FORMAT CSVWithNames : ${r.baselineSec.toFixed(2)} s  ${fmt(r.rows / r.baselineSec)} rows/s`);
+  console.log(`(b) pipeline upload → queryable             : ${r.pipelineSec.toFixed(2)} s  ${fmt(r.rows / r.pipelineSec)} rows/s`);
+  console.log(`ratio (b)/(a): ${r.ratio.toFixed(2)}`);
+  const total = STAGES.reduce((n, s) => n + r.cpu[s], 0);
+  console.log(`\nstage         procs   CPU s   µs/row   peak RSS MiB`);
+  for (const s of STAGES) {
+    const rss = Math.max(...pids[s].map(peakRssMiB));
+    console.log(`  ${s.padEnd(12)} ${String(pids[s].length).padStart(4)} ${r.cpu[s].toFixed(1).padStart(7)} ${us(r.cpu[s]).padStart(8)}   ${rss.toFixed(0).padStart(6)}${s === 'clickhouse' ? ' (engine; covers the baseline too)' : ''}`);
+  }
+  console.log(`  ${'pipeline'.padEnd(12)} ${''.padStart(4)} ${total.toFixed(1).padStart(7)} ${us(total).padStart(8)}   (${((total / r.pipelineSec / cpus().length) * 100).toFixed(0)}% of ${cpus().length} cores)`);
+  console.log(`  ${'baseline (a)'.padEnd(12)} ${'1'.padStart(4)} ${r.baselineCpu.toFixed(1).padStart(7)} ${us(r.baselineCpu).padStart(8)}   ClickHouse alone`);
+  console.log(`pipeline CPU / baseline CPU: ${(total / r.baselineCpu).toFixed(1)}×`);
+  console.log(`rows/s per CPU core: ingest ${fmt(r.rows / r.cpu.ingest)}, collect ${fmt(r.rows / r.cpu.collect)} (collect + ClickHouse ${fmt(r.rows / (r.cpu.collect + r.cpu.clickhouse))})`);
+  // ingest logs each part its scanner hands to csv-parse (functions/ingest/index.ts).
+  const fallbacks = stack.processes.flatMap((p) => p.output).filter((l) => l.includes('part read by csv-parse')).length;
+  console.log(`parts read by csv-parse instead of the scanner (all runs so far): ${fallbacks}`);
+  console.log(`BENCH_RESULT ${JSON.stringify(r)}`);
+}
+
+function spread(results: RunResult[]): void {
+  const stats = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return { min: s[0], median: s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2, max: s[s.length - 1] };
+  };
+  const line = (name: string, xs: number[], digits: number) => {
+    const { min, median, max } = stats(xs);
+    console.log(`  ${name.padEnd(26)} ${min.toFixed(digits).padStart(8)} ${median.toFixed(digits).padStart(8)} ${max.toFixed(digits).padStart(8)}`);
+  };
+  console.log(`\nover ${results.length} runs:            min   median      max`);
+  line('ratio (b)/(a)', results.map((r) => r.ratio), 2);
+  line('(a) baseline s', results.map((r) => r.baselineSec), 2);
+  line('(b) pipeline s', results.map((r) => r.pipelineSec), 2);
+  for (const s of STAGES) line(`${s} µs/row`, results.map((r) => (r.cpu[s] * 1e6) / r.rows), 2);
+  line('pipeline µs/row', results.map((r) => (STAGES.reduce((n, s) => n + r.cpu[s], 0) * 1e6) / r.rows), 2);
+  line('baseline µs/row', results.map((r) => (r.baselineCpu * 1e6) / r.rows), 2);
+}
 
 async function main() {
   const work = mkdtempSync(join(tmpdir(), 'gputel-bench-'));
@@ -66,52 +165,15 @@ async function main() {
   });
   const ch = createClient({ url: stack.clickhouse.url, request_timeout: 600_000 });
   try {
-    // (a) baseline: same table layout as samples, columns named as in the CSV header.
-    const ddl = migrations('bench').find((s) => s.includes('.samples ('))!
-      .replace('bench.samples', 'bench.direct')
-      .replace('model_name LowCardinality', 'modelName LowCardinality')
-      .replace('hostname LowCardinality', 'Hostname LowCardinality');
-    await ch.command({ query: 'CREATE DATABASE IF NOT EXISTS bench' });
-    await ch.command({ query: ddl });
-    const chPid = stack.clickhouse.process.pid;
-    const baseCpu0 = cpuSeconds(chPid);
-    const b0 = Date.now();
-    await ch.insert({
-      table: 'bench.direct',
-      columns: ['timestamp', 'metric_name', 'gpu_id', 'device', 'uuid', 'modelName', 'Hostname', 'container', 'pod', 'namespace', 'value', 'labels_raw'],
-      format: 'CSVWithNames',
-      values: createReadStream(csv, { highWaterMark: 1024 * 1024 }),
-      clickhouse_settings: { date_time_input_format: 'best_effort' },
-    });
-    const baselineSec = (Date.now() - b0) / 1000;
-    const baselineCpu = cpuSeconds(chPid) - baseCpu0;
-    const direct = Number(((await (await ch.query({ query: 'SELECT count() AS n FROM bench.direct', format: 'JSONEachRow' })).json()) as { n: string }[])[0].n);
-    if (direct !== rows) throw new Error(`baseline stored ${direct} rows, expected ${rows}`);
-    await ch.command({ query: 'DROP DATABASE bench SYNC' });
-
-    // (b) the pipeline, end to end.
-    const pids = [...stack.processes.map((p) => p.process.pid), stack.clickhouse.process.pid, stack.nats.process.pid];
-    const cpuBefore = new Map(pids.map((pid) => [pid, cpuSeconds(pid)]));
-    const p0 = Date.now();
-    const status = await uploadFile(csv, { url: stack.uploadUrl, wait: true, pollMs: 200, out: process.stderr });
-    const pipelineSec = (Date.now() - p0) / 1000;
-    const stored = Number(((await (await ch.query({ query: 'SELECT count() AS n FROM telemetry.samples', format: 'JSONEachRow' })).json()) as { n: string }[])[0].n);
-    if (status.state !== 'done' || stored !== rows) throw new Error(`pipeline ended ${status.state} with ${stored} rows stored, expected ${rows}`);
-
-    const baseRate = rows / baselineSec;
-    const pipeRate = rows / pipelineSec;
-    console.log(`\nfile: ${fmt(rows)} rows, ${(statSync(csv).size / 1024 ** 2).toFixed(0)} MiB; ingest workers ${values.ingest}, collect workers ${values.collect}; ${process.env.BENCH_USE_TS ? 'TypeScript sources (tsx)' : 'esbuild bundles'}`);
-    console.log(`(a) ClickHouse INSERT … FORMAT CSVWithNames : ${baselineSec.toFixed(2)} s  ${fmt(baseRate)} rows/s`);
-    console.log(`(b) pipeline upload → queryable             : ${pipelineSec.toFixed(2)} s  ${fmt(pipeRate)} rows/s`);
-    console.log(`ratio (b)/(a): ${(pipeRate / baseRate).toFixed(2)}`);
-    const pipelineCpu = pids.reduce<number>((n, pid) => n + cpuSeconds(pid) - (cpuBefore.get(pid) ?? 0), 0);
-    console.log(`CPU seconds: (a) ${baselineCpu.toFixed(1)} s in ClickHouse; (b) ${pipelineCpu.toFixed(1)} s over all processes (${((pipelineCpu / pipelineSec / cpus().length) * 100).toFixed(0)}% of ${cpus().length} cores)`);
-    console.log('per process: peak RSS (VmHWM) and CPU seconds used during the pipeline run:');
-    const row = (name: string, pid: number | undefined, note = '') =>
-      console.log(`  ${name.padEnd(11)} ${peakRssMiB(pid).toFixed(0).padStart(5)} MiB  ${(cpuSeconds(pid) - (cpuBefore.get(pid) ?? 0)).toFixed(1).padStart(6)} s CPU${note}`);
-    for (const p of stack.processes) row(p.name, p.process.pid);
-    row('clickhouse', stack.clickhouse.process.pid, '  (engine; its peak RSS covers both runs)');
-    row('nats-server', stack.nats.process.pid);
+    console.log(`file: ${fmt(rows)} rows, ${(statSync(csv).size / 1024 ** 2).toFixed(0)} MiB; ingest workers ${values.ingest}, collect workers ${values.collect}; ${process.env.BENCH_USE_TS ? 'TypeScript sources (tsx)' : 'esbuild bundles'}`);
+    const results: RunResult[] = [];
+    for (let i = 0; i < Number(values.runs); i++) {
+      console.log(`\n— run ${i + 1} of ${values.runs}`);
+      const r = await run(ch, stack, csv, rows);
+      report(r, stack);
+      results.push(r);
+    }
+    if (results.length > 1) spread(results);
   } finally {
     await ch.close();
     await stack.stop();
@@ -123,4 +185,3 @@ main().catch((e) => {
   console.error(e);
   process.exit(1);
 });
-

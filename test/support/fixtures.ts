@@ -48,7 +48,7 @@ export function clickhouseTimestamp(rfc3339: string): string {
 }
 
 /** The fixture as TabSeparated rows in SAMPLE_INSERT_COLUMNS order. */
-export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: FixtureRow[] }): string {
+export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: FixtureRow[]; receivedAt?: string }): string {
   const batchRows = opts.batchRows ?? 500;
   return (opts.rows ?? fixtureRows())
     .map((r, i) => {
@@ -68,6 +68,7 @@ export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: 
         upload_id: opts.uploadId,
         batch_id: `${opts.uploadId}.0.${Math.floor(i / batchRows)}`,
         line: String(r.line),
+        received_at: opts.receivedAt ?? '2025-07-19 00:00:00.000',
       };
       return SAMPLE_INSERT_COLUMNS.map((c) => tsv(values[c])).join('\t') + '\n';
     })
@@ -78,7 +79,7 @@ export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: 
 export async function insertFixture(
   client: ClickHouseClient,
   database: string,
-  opts: { uploadId: string; batchRows?: number; rows?: FixtureRow[] },
+  opts: { uploadId: string; batchRows?: number; rows?: FixtureRow[]; receivedAt?: string },
 ): Promise<number> {
   const text = fixtureTsv(opts);
   await client.insert({

@@ -1,0 +1,72 @@
+// npm run bench:memory [-- --mib 10,100,1024 --ingest N --collect N]
+// Memory stays flat: on one stack (esbuild bundles), uploads generated DCGM files of the given
+// sizes, smallest first, and prints each function process's peak RSS (VmHWM, reset before each
+// upload) for each, and whether the largest upload's peak is within 20 % of the smallest one's.
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { uploadFile } from '../../functions/upload/cli.ts';
+import { repoRoot, startStack } from '../local/stack.ts';
+import { generateCsv } from './generate.ts';
+import { peakRssMiB, resetPeakRss } from './proc.ts';
+
+const { values } = parseArgs({
+  options: {
+    mib: { type: 'string', default: '10,100,1024' },
+    ingest: { type: 'string', default: '2' },
+    collect: { type: 'string', default: '1' },
+  },
+});
+
+const BYTES_PER_ROW = 428; // the generated DCGM rows
+const quiet = { isTTY: false, write: () => true } as unknown as NodeJS.WriteStream;
+
+async function main() {
+  const work = mkdtempSync(join(tmpdir(), 'gputel-memory-'));
+  const fixture = join(repoRoot, 'test/fixtures/dcgm_metrics_20250718_134233.csv');
+  const sizes = values.mib.split(',').map(Number);
+  if (sizes.length < 2 || sizes.some((n) => !(n > 0))) throw new Error('--mib must list at least two sizes in MiB, e.g. 10,1024');
+  const files: Record<string, string> = {};
+  for (const mib of sizes) {
+    files[`${mib} MiB`] = join(work, `${mib}.csv`);
+    await generateCsv(fixture, files[`${mib} MiB`], Math.round((mib * 1024 ** 2) / BYTES_PER_ROW));
+  }
+  const stack = await startStack({
+    dataDir: join(work, 'data'),
+    useBundles: true,
+    ingestWorkers: Number(values.ingest),
+    collectWorkers: Number(values.collect),
+    httpFunctions: ['upload'],
+  });
+  try {
+    const peaks: Record<string, Record<string, number>> = {};
+    for (const [size, file] of Object.entries(files)) {
+      for (const p of stack.processes) resetPeakRss(p.process.pid);
+      const t0 = Date.now();
+      const status = await uploadFile(file, { url: stack.uploadUrl, wait: true, pollMs: 500, out: quiet, timeoutMs: 1_800_000 });
+      if (status.state !== 'done') throw new Error(`${size} upload ended ${status.state}: ${status.error ?? ''}`);
+      console.log(`${size}: ${(statSync(file).size / 1024 ** 2).toFixed(0)} MiB, ${status.rows_stored.toLocaleString('en-US')} rows stored in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      for (const p of stack.processes) (peaks[p.name] ??= {})[size] = peakRssMiB(p.process.pid);
+    }
+    const names = Object.keys(files);
+    console.log(`\npeak RSS (MiB) by upload size; last column: largest / smallest`);
+    console.log(`  ${'process'.padEnd(10)} ${names.map((n) => n.padStart(10)).join(' ')}   ratio`);
+    let flat = true;
+    for (const [name, p] of Object.entries(peaks)) {
+      const ratio = p[names.at(-1)!] / p[names[0]];
+      if (!(ratio <= 1.2)) flat = false;
+      console.log(`  ${name.padEnd(10)} ${names.map((n) => p[n].toFixed(0).padStart(10)).join(' ')}   ${ratio.toFixed(2)}${ratio <= 1.2 ? '' : '  > 1.2'}`);
+    }
+    console.log(flat ? 'memory is flat: every function within 20 %' : 'memory is NOT flat for the functions marked');
+    if (!flat) process.exitCode = 1;
+  } finally {
+    await stack.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
