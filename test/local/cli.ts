@@ -1,17 +1,26 @@
 // Local command line: `npm run demo`, `npm run dev`, `npm run cli -- <command>`.
 //   demo                      start a fresh stack, upload the bundled DCGM sample, show results, stop
-//   up [--ingest N] [--collect N] [--autoscale] [--data DIR]
-//                             keep the stack running (Ctrl-C stops it) and print the URLs
-//   upload FILE [--wait] [--url URL] [--token T] [--restamp]
-//                             stream a CSV to the upload function, with progress
+//   up [--ingest N] [--collect N] [--autoscale] [--data DIR] [--expose]
+//                             keep the stack running (Ctrl-C stops it) and print the URLs;
+//                             upload/query listen on 127.0.0.1 unless --expose (all interfaces)
+//   upload FILE [--wait] [--url URL] [--token T] [--restamp] [--key KEY]
+//                             stream a CSV to the upload function, with progress (--key: an
+//                             Idempotency-Key, so running it again after a failure is safe)
+//   remote-write [FILE] [--url URL] [--token T] [--interval S] [--count N] [--batch N]
+//                             act as Prometheus: send the bundled sample's series as live samples
+//                             (or a DCGM CSV's rows with their own times) by remote write
 //   provision                 create streams, consumers, buckets and tables (env: NATS_URL, CLICKHOUSE_*)
 //   autoscale                 = up --autoscale: workers follow keda/ ScaledObjects on consumer lag
 //   status [--data DIR]       autoscaler status: replicas, lag and last decision per function
+//   replay FILE [--rate ROWS_PER_S] [--duration D] [--loop] [--url URL] [--token T]
+//                             replay a CSV as live data (rows re-stamped with the current time)
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { uploadFile } from '../../functions/upload/cli.ts';
 import { provisionAll } from '../../shared/provision-main.ts';
+import { remoteWriteCli } from './remote-write-cli.ts';
 import { repoRoot, startStack, type Stack } from './stack.ts';
+import { holdRestarts } from './supervisor.ts';
 
 const FIXTURE = join(repoRoot, 'test', 'fixtures', 'dcgm_metrics_20250718_134233.csv');
 
@@ -21,6 +30,7 @@ const { positionals, values } = parseArgs({
     wait: { type: 'boolean', default: false },
     url: { type: 'string' },
     token: { type: 'string' },
+    key: { type: 'string' },
     restamp: { type: 'boolean', default: false },
     ingest: { type: 'string' },
     collect: { type: 'string' },
@@ -28,14 +38,29 @@ const { positionals, values } = parseArgs({
     data: { type: 'string' },
     'upload-port': { type: 'string' },
     'query-port': { type: 'string' },
+    'remote-write-port': { type: 'string' },
+    interval: { type: 'string' },
+    count: { type: 'string' },
+    batch: { type: 'string' },
     verbose: { type: 'boolean', default: false },
+    expose: { type: 'boolean', default: false },
+    rate: { type: 'string' },
+    duration: { type: 'string' },
+    loop: { type: 'boolean', default: false },
   },
 });
 
-function count(v: string | undefined, def: number, name: string): number {
+function count(v: string | undefined, def: number, name: string, max = 32): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 32) throw new Error(`--${name} must be an integer from 0 to 32`);
+  if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`--${name} must be an integer from 0 to ${max}`);
+  return n;
+}
+
+function seconds(v: string | undefined, def: number, name: string): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0.1 || n > 3600) throw new Error(`--${name} must be a number of seconds from 0.1 to 3600`);
   return n;
 }
 
@@ -51,6 +76,8 @@ function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     let seen = false;
     const onSignal = (signal: string) => {
+      // Synchronously, before the functions' own exits (they got the same signal) are seen.
+      holdRestarts();
       if (seen) return;
       seen = true;
       console.log(`${signal}: stopping (workers drain first)…`);
@@ -58,13 +85,14 @@ function untilSignal(): Promise<void> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
   });
 }
 
 async function demo(): Promise<void> {
-  console.log('starting the local stack (nats-server + ClickHouse engine from chdb + 4 functions)…');
+  console.log('starting the local stack (nats-server + ClickHouse engine from chdb + 5 functions)…');
   const t0 = Date.now();
-  const stack = await startStack({ verbose: values.verbose });
+  const stack = await startStack({ verbose: values.verbose, httpFunctions: ['upload', 'query', 'remote-write'] });
   try {
     console.log(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s — the API is OPEN in the demo (set API_TOKENS to require bearer tokens)`);
     const status = await uploadFile(FIXTURE, { url: stack.uploadUrl, wait: true, out: process.stdout });
@@ -77,7 +105,18 @@ async function demo(): Promise<void> {
     const telemetry = await getJson(`${stack.queryUrl}/api/v1/gpus/${encodeURIComponent(gpu.uuid)}/telemetry?limit=5`);
     console.log(`\nfirst rows of ${gpu.uuid} (${gpu.hostname}, ${gpu.device}, ${gpu.model_name}):`);
     console.table(telemetry.data.map((r: any) => ({ timestamp: r.timestamp, metric: r.metric_name, value: r.value })));
-    console.log(`try it yourself while a stack runs (npm run dev):\n  curl ${stack.queryUrl}/api/v1/gpus/${gpu.uuid}/telemetry?start_time=2025-07-18T20:42:35Z`);
+    // The live path: the same GPUs' series by Prometheus remote write, stamped now.
+    const since = new Date(Date.now() - 1000).toISOString();
+    console.log('\nremote write (what a Prometheus scraping dcgm-exporter sends):');
+    const live = await remoteWriteCli({ url: `${stack.remoteWriteUrl}/api/v1/write`, intervalMs: 0, count: 1, batch: 2000 });
+    const liveQuery = `${stack.queryUrl}/api/v1/gpus/${encodeURIComponent(gpu.uuid)}/telemetry?start_time=${since}`;
+    let fresh: any = { count: 0 };
+    for (let i = 0; i < 100 && fresh.count < 10; i++) {
+      fresh = await getJson(liveQuery);
+      if (fresh.count < 10) await new Promise((r) => setTimeout(r, 200));
+    }
+    console.log(`${live.toLocaleString()} live samples accepted; ${gpu.uuid} now has ${fresh.count} samples stamped after ${since}`);
+    console.log(`try it yourself while a stack runs (npm run dev):\n  curl ${stack.queryUrl}/api/v1/gpus/${gpu.uuid}/telemetry?start_time=2025-07-18T20:42:35Z\n  npm run cli -- remote-write --count 0   # live samples every 5 s until Ctrl-C`);
   } finally {
     await stack.stop();
   }
@@ -88,10 +127,15 @@ async function up(autoscale: boolean): Promise<void> {
   const stack: Stack = await startStack({
     dataDir,
     verbose: true,
+    // A crashed or killed function comes back, with back-off, as under a Deployment.
+    supervise: true,
     ingestWorkers: autoscale ? 0 : count(values.ingest, 1, 'ingest'),
     collectWorkers: autoscale ? 0 : count(values.collect, 1, 'collect'),
     uploadPort: values['upload-port'] ? Number(values['upload-port']) : 8081,
     queryPort: values['query-port'] ? Number(values['query-port']) : 8082,
+    host: values.expose ? '0.0.0.0' : '127.0.0.1',
+    remoteWritePort: values['remote-write-port'] ? Number(values['remote-write-port']) : 8083,
+    httpFunctions: ['upload', 'query', 'remote-write'],
   });
   let stopScaler: (() => Promise<void>) | undefined;
   if (autoscale) {
@@ -105,8 +149,10 @@ async function up(autoscale: boolean): Promise<void> {
   }
   console.log(`
 local stack is up (data in ${dataDir}); the API is OPEN unless API_TOKENS is set
+  ${values.expose ? `listening on ALL interfaces (--expose)${process.env.API_TOKENS ? '' : ' with an OPEN API: anyone on the network can upload and read'}` : 'listening on 127.0.0.1 only (--expose listens on all interfaces)'}
   upload:  ${stack.uploadUrl}/api/v1/uploads     e.g. curl --data-binary @${FIXTURE} -H 'content-type: text/csv' ${stack.uploadUrl}/api/v1/uploads
   query:   ${stack.queryUrl}/api/v1/gpus   ${stack.queryUrl}/api/v1/metrics   ${stack.queryUrl}/openapi.json
+  remote write (Prometheus remote_write url): ${stack.remoteWriteUrl}/api/v1/write   e.g. npm run cli -- remote-write --count 0
   NATS:    ${stack.nats.url} (monitoring http://${stack.nats.monitorEndpoint}/jsz)
   ClickHouse HTTP: ${stack.clickhouse.url}
 Ctrl-C stops everything.`);
@@ -129,15 +175,54 @@ async function main(): Promise<void> {
       console.log('provisioned');
       return;
     case 'upload': {
-      if (!rest[0]) throw new Error('usage: upload FILE [--wait] [--url URL] [--token T] [--restamp]');
+      if (!rest[0]) throw new Error('usage: upload FILE [--wait] [--url URL] [--token T] [--restamp] [--key KEY]');
       const status = await uploadFile(rest[0], {
         url: values.url ?? process.env.UPLOAD_URL ?? 'http://127.0.0.1:8081',
         token: values.token ?? process.env.API_TOKEN,
         wait: values.wait,
         restamp: values.restamp,
+        key: values.key,
       });
       if (!values.wait) console.log(JSON.stringify(status, null, 2));
       if (status.state === 'failed') process.exitCode = 1;
+      return;
+    }
+    case 'replay': {
+      if (!rest[0]) throw new Error('usage: replay FILE [--rate ROWS_PER_S] [--duration D] [--loop] [--url URL] [--token T]');
+      const { parseDuration, replay } = await import('./replay.ts');
+      const rate = Number(values.rate ?? 5000);
+      if (!Number.isFinite(rate) || rate <= 0 || rate > 10_000_000) throw new Error('--rate must be a number of rows per second above 0');
+      const url = values.url ?? process.env.UPLOAD_URL ?? 'http://127.0.0.1:8081';
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      const t0 = Date.now();
+      const r = await replay({
+        file: rest[0],
+        url,
+        token: values.token ?? process.env.API_TOKEN,
+        rate,
+        durationMs: values.duration === undefined ? undefined : parseDuration(values.duration),
+        loop: values.loop,
+        signal: stop.signal,
+        onUpload: (u) => console.log(`${new Date().toISOString()} upload ${u.id ?? '-'} ${u.rows} rows → ${u.status} (${u.totalRows.toLocaleString('en-US')} rows sent)`),
+      });
+      console.log(`replayed ${r.rows.toLocaleString('en-US')} rows in ${r.uploads} uploads over ${((Date.now() - t0) / 1000).toFixed(1)} s to ${url}${r.failed ? `; ${r.failed} uploads refused` : ''}${r.behind ? `; ${r.behind.toLocaleString('en-US')} rows not sent: the target was slower than --rate` : ''}`);
+      if (r.failed) process.exitCode = 1;
+      return;
+    }
+    case 'remote-write': {
+      let stop = false;
+      process.once('SIGINT', () => (stop = true));
+      const base = values.url ?? process.env.REMOTE_WRITE_URL ?? 'http://127.0.0.1:8083';
+      await remoteWriteCli({
+        url: base.endsWith('/api/v1/write') ? base : `${base.replace(/\/$/, '')}/api/v1/write`,
+        token: values.token ?? process.env.API_TOKEN,
+        file: rest[0],
+        intervalMs: seconds(values.interval, 5, 'interval') * 1000,
+        count: count(values.count, 1, 'count', 1_000_000),
+        batch: count(values.batch, 2000, 'batch', 100_000) || 2000,
+        stopped: () => stop,
+      });
       return;
     }
     case 'status': {
@@ -145,7 +230,7 @@ async function main(): Promise<void> {
       return printStatus(values.data ?? join(repoRoot, '.data'));
     }
     default:
-      console.error('commands: demo | up [--ingest N --collect N --autoscale] | upload FILE [--wait] | provision | autoscale | status');
+      console.error('commands: demo | up [--ingest N --collect N --autoscale --expose] | upload FILE [--wait] | replay FILE [--rate R --duration D --loop] | remote-write [FILE] [--count N --interval S] | provision | autoscale | status');
       process.exitCode = 2;
   }
 }

@@ -1,24 +1,28 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { provisionAll } from '../../shared/provision-main.ts';
 import { WaitAborted, freePort, waitFor } from '../support/ports.ts';
-import { startClickHouse, startNats, stopProcess, type NatsServer, type RunningServer } from '../support/servers.ts';
+import { startClickHouse, startNats, type NatsServer, type RunningServer } from '../support/servers.ts';
+import { SupervisedProcess } from './supervisor.ts';
 
 
 // The local stack: a real nats-server (JetStream) and the ClickHouse engine from chdb, provisioned
-// like the cluster's Job does, plus the four functions as separate processes, exactly as they run
-// in production (HTTP servers and JetStream pull workers). Used by `npm run demo`/`dev`, the
+// like the cluster's Job does, plus the functions as separate processes, exactly as they run in
+// production (HTTP servers and JetStream pull workers). Used by `npm run demo`/`dev`, the
 // end-to-end tests and the benchmark.
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export type FunctionName = 'upload' | 'query' | 'ingest' | 'collect';
+export type FunctionName = 'upload' | 'query' | 'remote-write' | 'ingest' | 'collect';
+type HttpFunction = 'upload' | 'query' | 'remote-write';
 
 const ENTRIES: Record<FunctionName, { ts: string; js: string }> = {
   upload: { ts: 'functions/upload/main.ts', js: 'dist/upload.js' },
   query: { ts: 'functions/query/main.ts', js: 'dist/query.js' },
+  'remote-write': { ts: 'functions/remote-write/main.ts', js: 'dist/remote-write.js' },
   ingest: { ts: 'functions/ingest/worker.ts', js: 'dist/ingest-worker.js' },
   collect: { ts: 'functions/collect/worker.ts', js: 'dist/collect-worker.js' },
 };
@@ -32,19 +36,33 @@ export interface StackOptions {
   useBundles?: boolean;
   /** Extra environment for every function process. */
   env?: Record<string, string>;
-  /** Fixed ports for upload/query (dev mode); free ports when omitted. */
+  /** Fixed ports for upload/query/remote-write (dev mode); free ports when omitted. */
   uploadPort?: number;
   queryPort?: number;
-  /** HTTP functions to start (default both). */
-  httpFunctions?: ('upload' | 'query')[];
+  remoteWritePort?: number;
+  /** HTTP functions to start (default upload and query; remote-write is opt-in). */
+  httpFunctions?: HttpFunction[];
   /** Print function output with a `[name]` prefix (default: only errors are kept). */
   verbose?: boolean;
+  /**
+   * Restart a function process that exits unasked, with back-off, like a Deployment
+   * (`npm run dev`/`scale`). Off by default: a test that kills a process wants it to stay dead.
+   */
+  supervise?: boolean;
+  /** Interface the HTTP functions bind (HTTP_HOST): loopback unless asked (`--expose`). */
+  host?: string;
 }
 
 export interface FunctionProcess {
   name: string;
-  process: ChildProcess;
+  /** The current OS process (a new one after each restart). */
+  readonly process: ChildProcess;
+  /** Restarts after unasked-for exits (supervised stacks only). */
+  readonly restarts: number;
+  /** Last 200 lines of output, supervisor lines included. */
   output: string[];
+  /** SIGTERM (drain), SIGKILL after graceMs; no restart. */
+  stop(graceMs?: number): Promise<void>;
 }
 
 export interface Stack {
@@ -52,12 +70,24 @@ export interface Stack {
   clickhouse: RunningServer;
   uploadUrl: string;
   queryUrl: string;
+  /** Base URL of the remote-write function (its endpoint is `${remoteWriteUrl}/api/v1/write`). */
+  remoteWriteUrl: string;
   /** Environment a function process of this stack gets (NATS/ClickHouse URLs, settings). */
   env: Record<string, string>;
   processes: FunctionProcess[];
   startFunction(name: FunctionName, extraEnv?: Record<string, string>): FunctionProcess;
   stopFunction(p: FunctionProcess): Promise<void>;
   stop(opts?: { keepData?: boolean }): Promise<void>;
+}
+
+/** Starts a worker process of the stack and waits until it logs that its pull loop runs. */
+export async function startWorker(stack: Stack, name: 'ingest' | 'collect', extraEnv: Record<string, string> = {}): Promise<FunctionProcess> {
+  const w = stack.startFunction(name, extraEnv);
+  await waitFor(async () => {
+    if (w.process.exitCode !== null) throw new WaitAborted(`${name} exited:\n${w.output.join('\n')}`);
+    return w.output.some((l) => l.includes('"msg":"worker started"'));
+  }, `${name} worker start`, 60_000, 50);
+  return w;
 }
 
 export function functionCommand(name: FunctionName, useBundles = false): string[] {
@@ -79,11 +109,15 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const clickhouse = chResult.value;
   const uploadPort = opts.uploadPort ?? (await freePort());
   const queryPort = opts.queryPort ?? (await freePort());
+  const remoteWritePort = opts.remoteWritePort ?? (await freePort());
   const env: Record<string, string> = {
     NATS_URL: nats.url,
     CLICKHOUSE_URL: clickhouse.url,
     CLICKHOUSE_DATABASE: 'telemetry',
     WORKER_HTTP_PORT: '0',
+    // One key per stack: query's cursors stay valid when its process is restarted.
+    CURSOR_SECRET: randomBytes(32).toString('base64url'),
+    HTTP_HOST: opts.host ?? '127.0.0.1',
     ...opts.env,
   };
   const processes: FunctionProcess[] = [];
@@ -93,27 +127,35 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const n = (counters.get(name) ?? 0) + 1;
     counters.set(name, n);
     const label = `${name}#${n}`;
-    const proc = spawn(process.execPath, functionCommand(name, opts.useBundles), {
+    const output: string[] = [];
+    const sup = new SupervisedProcess({
+      args: functionCommand(name, opts.useBundles),
       cwd: repoRoot,
       env: { ...process.env, ...env, ...extraEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const fp: FunctionProcess = { name: label, process: proc, output: [] };
-    const onData = (d: Buffer) => {
-      for (const line of d.toString('utf8').split('\n').filter(Boolean)) {
-        fp.output.push(line);
-        if (fp.output.length > 200) fp.output.shift();
+      restart: opts.supervise ?? false,
+      output: (line) => {
+        output.push(line);
+        if (output.length > 200) output.shift();
         if (opts.verbose) console.log(`[${label}] ${line}`);
-      }
+      },
+    });
+    const fp: FunctionProcess = {
+      name: label,
+      output,
+      get process() {
+        return sup.proc;
+      },
+      get restarts() {
+        return sup.restarts;
+      },
+      stop: (graceMs = 30_000) => sup.stop(graceMs),
     };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
     processes.push(fp);
     return fp;
   }
 
   async function stopFunction(p: FunctionProcess): Promise<void> {
-    await stopProcess(p.process, 30_000);
+    await p.stop();
     processes.splice(processes.indexOf(p), 1);
   }
 
@@ -122,12 +164,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     clickhouse,
     uploadUrl: `http://127.0.0.1:${uploadPort}`,
     queryUrl: `http://127.0.0.1:${queryPort}`,
+    remoteWriteUrl: `http://127.0.0.1:${remoteWritePort}`,
     env,
     processes,
     startFunction,
     stopFunction,
     async stop(stopOpts = {}) {
-      await Promise.all([...processes].map((p) => stopProcess(p.process, 30_000)));
+      await Promise.all([...processes].map((p) => p.stop()));
       await Promise.all([stack.nats.stop(stopOpts), stack.clickhouse.stop(stopOpts)]);
     },
   };
@@ -136,9 +179,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     const http = opts.httpFunctions ?? ['upload', 'query'];
     if (http.includes('upload')) startFunction('upload', { PORT: String(uploadPort) });
     if (http.includes('query')) startFunction('query', { PORT: String(queryPort) });
+    if (http.includes('remote-write')) startFunction('remote-write', { PORT: String(remoteWritePort) });
     for (let i = 0; i < (opts.ingestWorkers ?? 1); i++) startFunction('ingest');
     for (let i = 0; i < (opts.collectWorkers ?? 1); i++) startFunction('collect');
-    const urls = { upload: stack.uploadUrl, query: stack.queryUrl };
+    const urls = { upload: stack.uploadUrl, query: stack.queryUrl, 'remote-write': stack.remoteWriteUrl };
     for (const url of http.map((h) => urls[h])) {
       await waitFor(async () => {
         const dead = processes.find((p) => p.process.exitCode !== null);

@@ -53,7 +53,29 @@ export function natsServerBinary(): string {
   );
 }
 
-export async function startNats(opts: { dataDir?: string; port?: number; monitorPort?: number } = {}): Promise<NatsServer> {
+/**
+ * freePort() only says a port was free a moment ago: with other test runs on the machine it can
+ * be taken before the server binds it. Chosen ports are tried again with new ones.
+ */
+async function retryTakenPort<T>(chosen: boolean, start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (e) {
+      if (chosen || attempt >= 3 || !/address already in use/i.test(String(e))) throw e;
+    }
+  }
+}
+
+export function startNats(opts: { dataDir?: string; port?: number; monitorPort?: number } = {}): Promise<NatsServer> {
+  return retryTakenPort(opts.port !== undefined || opts.monitorPort !== undefined, () => startNatsOnce(opts));
+}
+
+export function startClickHouse(opts: { dataDir?: string; port?: number } = {}): Promise<RunningServer & { port: number }> {
+  return retryTakenPort(opts.port !== undefined, () => startClickHouseOnce(opts));
+}
+
+async function startNatsOnce(opts: { dataDir?: string; port?: number; monitorPort?: number }): Promise<NatsServer> {
   const ownsDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'nats-'));
   mkdirSync(dataDir, { recursive: true });
@@ -78,6 +100,7 @@ export async function startNats(opts: { dataDir?: string; port?: number; monitor
     }, 'nats-server', 15_000);
   } catch (e) {
     proc.kill('SIGKILL');
+    if (ownsDir) rmSync(dataDir, { recursive: true, force: true, maxRetries: 3 });
     throw e;
   }
   return { url: `nats://127.0.0.1:${port}`, port, monitorPort, monitorEndpoint, dataDir, process: proc, stop: stopper(proc, dataDir, ownsDir) };
@@ -92,7 +115,7 @@ export function libchdbPath(): string {
   }
 }
 
-export async function startClickHouse(opts: { dataDir?: string; port?: number } = {}): Promise<RunningServer & { port: number }> {
+async function startClickHouseOnce(opts: { dataDir?: string; port?: number }): Promise<RunningServer & { port: number }> {
   const ownsDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'clickhouse-'));
   mkdirSync(dataDir, { recursive: true });
@@ -114,6 +137,7 @@ export async function startClickHouse(opts: { dataDir?: string; port?: number } 
     }, 'ClickHouse (chdb)', 60_000);
   } catch (e) {
     proc.kill('SIGKILL');
+    if (ownsDir) rmSync(dataDir, { recursive: true, force: true, maxRetries: 3 });
     throw e;
   }
   return { url, port, dataDir, process: proc, stop: stopper(proc, dataDir, ownsDir) };
