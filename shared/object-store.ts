@@ -128,7 +128,11 @@ export async function* getObject(nc: NatsConnection, bucket: string, info: Objec
   if (stored < info.chunks) throw new ObjectIncompleteError(`object ${info.name}: ${stored} of ${info.chunks} chunks stored (expired or deleted)`);
   const js = nc.jetstream();
   const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: subject });
-  const messages = await consumer.consume({ max_bytes: 8 * (info.options?.max_chunk_size ?? 1024 * 1024) });
+  // A count, not max_bytes: chunks are at most max_chunk_size each, so 8 bounds the bytes too. With
+  // max_bytes, nats.js 2.29 fills in max_messages on the options object it was given and, when the
+  // ordered consumer resets after a reconnect, rejects its own options ("only specify one of
+  // max_messages or max_bytes") as an unhandled rejection that kills the process.
+  const messages = await consumer.consume({ max_messages: 8 });
   const sha = createHash('sha256');
   let seen = 0;
   try {

@@ -61,7 +61,19 @@ describe('nats-server killed mid-pipeline', () => {
     await waitFor(async () => {
       last = await status(id);
       return last.state === 'done' || last.state === 'failed';
-    }, 'upload done after the restart', 150_000, 250);
+    }, 'upload done after the restart', 150_000, 250).catch(async (e) => {
+      // What was left undone tells a lost write (KV, stream) from a stuck worker.
+      const rs = await ch.query({ query: 'SELECT count() AS n, uniqExact(batch_id) AS b FROM samples WHERE upload_id = {id:String}', query_params: { id }, format: 'JSONEachRow' });
+      const nc = await connect({ servers: stack.nats.url });
+      const jsm = await nc.jetstreamManager();
+      const queues = await Promise.all(WORK_QUEUES.map(async (q) => {
+        const ci = await jsm.consumers.info(q.stream, q.consumer);
+        return { consumer: q.consumer, delivered: ci.delivered.stream_seq, floor: ci.ack_floor.stream_seq, pending: ci.num_pending, ackPending: ci.num_ack_pending };
+      }));
+      await nc.close();
+      const tail = stack.processes.flatMap((p) => p.output.slice(-15).map((l) => `${p.name}: ${l}`));
+      throw new Error(`${(e as Error).message}: status ${JSON.stringify({ ...last, rejects: undefined })}; clickhouse ${JSON.stringify(await rs.json())}; queues ${JSON.stringify(queues)}\n${tail.join('\n')}`);
+    });
     expect(last).toMatchObject({ state: 'done', rows_accepted: rows, rows_stored: rows, rows_rejected: 0 });
     const rs = await ch.query({ query: 'SELECT count() AS n, uniqExact(batch_id, line) AS u FROM samples WHERE upload_id = {id:String}', query_params: { id }, format: 'JSONEachRow' });
     const [{ n, u }] = (await rs.json()) as { n: string; u: string }[];
