@@ -14,6 +14,11 @@ export const STREAMS = {
 export const SUBJECTS = {
   uploaded: 'csv.uploaded',
   samples: 'telemetry.samples',
+  /**
+   * Core NATS (not a stream): collect announces each stored group of batches here
+   * (`{ batches: string[], rows: number }`, best effort) and query relays them to live clients.
+   */
+  stored: 'telemetry.stored',
   /** `deadletter.<consumer>`; the stream captures `deadletter.>`. */
   deadLetter: (consumer: string) => `deadletter.${consumer}`,
   deadLetterAll: 'deadletter.>',

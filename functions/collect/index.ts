@@ -8,7 +8,7 @@ import { parseEnv } from '../../shared/config.ts';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
-import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES } from '../../shared/names.ts';
+import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
@@ -160,6 +160,20 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
 
   const claims = new InsertClaims();
 
+  /**
+   * Tells live readers (query's SSE relay) which batches are now in ClickHouse. After the
+   * INSERT ClickHouse confirmed, best effort and fire-and-forget: the exactly-once path (ledger,
+   * ack) never waits for or depends on it.
+   */
+  async function announce(stored: string[], rows: number): Promise<void> {
+    if (stored.length === 0) return;
+    try {
+      (await getNats()).publish(SUBJECTS.stored, JSON.stringify({ batches: stored, rows }));
+    } catch {
+      // A live view missing a batch is acceptable; storage is not affected.
+    }
+  }
+
   return async function collect(events: CloudEventV1<unknown>[]): Promise<BatchOutcome> {
     const poison: { index: number; reason: string }[] = [];
     const batches: Batch[] = [];
@@ -179,6 +193,8 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
       } finally {
         claim.finish(stored);
       }
+      const storedSet = new Set(stored);
+      void announce(stored, claim.mine.filter((b) => storedSet.has(b.id)).reduce((n, b) => n + b.rows, 0));
       if (claim.busy.length === 0) break;
       // Copies another loop was inserting: done once it is, ours to insert if it failed (asking
       // the ledger again: a failed request may still have been committed).

@@ -6,12 +6,14 @@ import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.t
 import { parseEnv } from '../../shared/config.ts';
 import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
-import { limitsOf, queryEnv, type QueryConfig } from './config.ts';
+import { consoleEnv, limitsOf, queryEnv, type QueryConfig } from './config.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
-import { DOCS_HTML } from './docs.ts';
+import { ConsoleAssets, contentSecurityPolicy, defaultConsoleDir } from './assets.ts';
+import { LiveRelay } from './live.ts';
+import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
-import { gpuPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
+import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
 import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
@@ -26,7 +28,8 @@ export interface QueryDeps {
 export type QueryHandlerConfig = Pick<
   QueryConfig,
   'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT' | 'CURSOR_SECRET' | 'CURSOR_SECRET_PREVIOUS' | 'CURSOR_MAX_AGE_S'
->;
+> &
+  Partial<Pick<QueryConfig, keyof typeof consoleEnv.shape>>;
 
 const READY_TIMEOUT_MS = 3000;
 
@@ -62,7 +65,7 @@ function publicSample(row: SampleRow) {
   return sample;
 }
 
-export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler {
+export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler & { close(): Promise<void> } {
   const limits = limitsOf(cfg);
   const cursors = cursorSigner(
     // No secret: a random one, so cursors are still unforgeable (main.ts warns they die with the process).
@@ -71,6 +74,21 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   );
   const telemetryParams = telemetryQuery(limits, cursors);
   let openapi: string | undefined;
+  const consoleCfg = { ...consoleEnv.parse({}), ...Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)) };
+  const assets = new ConsoleAssets(consoleCfg.CONSOLE_DIR ?? defaultConsoleDir());
+  const uploadOrigin = consoleCfg.UPLOAD_PUBLIC_URL ? new URL(consoleCfg.UPLOAD_PUBLIC_URL).origin : undefined;
+  const csp = contentSecurityPolicy(uploadOrigin ? [uploadOrigin] : []);
+  const live = new LiveRelay(
+    {
+      maxClients: consoleCfg.LIVE_MAX_CLIENTS,
+      maxPending: consoleCfg.LIVE_MAX_PENDING,
+      resumeWindowMs: consoleCfg.LIVE_RESUME_WINDOW_MS,
+      ringSize: consoleCfg.LIVE_RING_SIZE,
+      heartbeatMs: consoleCfg.LIVE_HEARTBEAT_MS,
+      maxRows: consoleCfg.LIVE_MAX_ROWS,
+    },
+    deps,
+  );
 
   const needRead = (req: Req) => {
     const denied = authorize(req, cfg.API_TOKENS, 'read');
@@ -150,12 +168,50 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     res.end(openapi);
   }
 
-  function docs(_req: Req, res: Res) {
-    res.writeHead(200, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+  /** What the console needs before it can call anything (no token needed: it says whether one is). */
+  function consoleConfig(_req: Req, res: Res, url: URL) {
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    sendJson(res, 200, {
+      auth: cfg.API_TOKENS.size ? 'bearer' : 'none',
+      upload_url: consoleCfg.UPLOAD_PUBLIC_URL?.replace(/\/$/, '') ?? null,
+      live: { resume_window_seconds: Math.round(consoleCfg.LIVE_RESUME_WINDOW_MS / 1000), heartbeat_seconds: consoleCfg.LIVE_HEARTBEAT_MS / 1000 },
+      limits: { max_limit: limits.maxLimit },
+    }, { 'cache-control': 'no-store' });
+  }
+
+  async function pipeline(req: Req, res: Res, url: URL) {
+    needRead(req);
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    await live.start();
+    const state = await pipelineState(await deps.nats(), {
+      rows: live.rowsPerSecond(),
+      liveClients: live.clientCount,
+      autoscalerFile: consoleCfg.AUTOSCALER_STATUS_FILE,
     });
-    res.end(DOCS_HTML);
+    sendJson(res, 200, state, { 'cache-control': 'no-store' });
+  }
+
+  async function openLive(req: Req, res: Res, filter: { uuid?: string; metrics: string[] }) {
+    if (live.full()) {
+      res.setHeader('retry-after', '10');
+      throw new HttpError(503, 'too_many_live_clients', `this replica already serves ${consoleCfg.LIVE_MAX_CLIENTS} live connections (LIVE_MAX_CLIENTS)`);
+    }
+    await live.start();
+    const last = req.headers['last-event-id'];
+    live.attach(res, filter, typeof last === 'string' ? last.slice(0, 64) : undefined);
+  }
+
+  async function gpuLive(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: liveGpuQuery, url });
+    // No 404 for a GPU never seen: watching for its first samples is a valid use.
+    await openLive(req, res, { uuid: path.uuid, metrics: query.metric ?? [] });
+  }
+
+  async function metricLive(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path } = validateRequest({ schema: metricPathParams, values: params }, { schema: liveMetricQuery, url });
+    await openLive(req, res, { metrics: [path.metric] });
   }
 
   const ready = async (): Promise<NotReady[]> => {
@@ -164,21 +220,29 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     return checks.flat();
   };
 
-  return router(
+  const handler = router(
     [
       { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/live', handle: gpuLive },
+      { method: 'GET', path: '/api/v1/metrics/{metric}/live', handle: metricLive },
+      { method: 'GET', path: '/api/v1/pipeline', handle: (req, res, _p, url) => pipeline(req, res, url) },
+      { method: 'GET', path: '/api/v1/console/config', handle: (req, res, _p, url) => consoleConfig(req, res, url) },
       { method: 'GET', path: '/openapi.json', handle: document },
-      { method: 'GET', path: '/docs', handle: docs },
+      // The console and the API reference (Swagger UI): static files, no token needed to load them.
+      { method: 'GET', path: '/', handle: (req, res) => assets.send(req, res, 'index.html', csp) },
+      { method: 'GET', path: '/docs', handle: (req, res) => assets.send(req, res, 'docs.html', csp) },
+      { method: 'GET', path: '/assets/{name}', handle: (req, res, p) => assets.send(req, res, p.name, csp, 'immutable') },
       ...operationalRoutes(ready, 'query'),
     ],
     { name: 'query' },
   );
+  return Object.assign(handler, { close: () => live.stop() });
 }
 
-let handler: HttpHandler | undefined;
+let handler: ReturnType<typeof createQueryHandler> | undefined;
 /** The handler configured from the environment (created on first use). */
 export function queryHandler(req: Req, res: Res) {
   handler ??= createQueryHandler(parseEnv(queryEnv), {
@@ -186,6 +250,11 @@ export function queryHandler(req: Req, res: Res) {
     nats: () => sharedNats('query'),
   });
   return handler(req, res);
+}
+
+/** Ends live streams (they would hold the HTTP server open while it drains). */
+export async function closeQueryHandler(): Promise<void> {
+  await handler?.close();
 }
 
 functions.http('query', queryHandler);

@@ -99,6 +99,34 @@ export type TelemetryQuery = z.output<ReturnType<typeof telemetryQuery>>;
 export const summaryQuery = z.strictObject({ start_time: startTime, end_time: endTime, metric: metricParam });
 export type SummaryQuery = z.output<typeof summaryQuery>;
 
+const metricName = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(128, 'is longer than 128 characters')
+  .regex(/^[A-Za-z_:][A-Za-z0-9_:]*$/, 'is not a metric name');
+
+export const metricPathParams = z.object({
+  metric: metricName.meta({ description: 'Metric name (DCGM field name).', example: 'DCGM_FI_DEV_GPU_UTIL' }),
+});
+
+export const liveGpuQuery = z.strictObject({
+  metric: z
+    .string()
+    .max(4096, 'is too long')
+    .transform((s, ctx) => {
+      const names = s.split(',').map((x) => x.trim()).filter(Boolean);
+      const bad = names.find((n) => !metricName.safeParse(n).success);
+      if (bad !== undefined || names.length === 0 || names.length > 64) {
+        ctx.addIssue({ code: 'custom', message: 'must be 1 to 64 comma-separated metric names' });
+        return z.NEVER;
+      }
+      return names;
+    })
+    .optional()
+    .meta({ description: 'Only these metrics (comma-separated); all metrics when absent.', example: 'DCGM_FI_DEV_GPU_UTIL,DCGM_FI_DEV_GPU_TEMP' }),
+});
+export const liveMetricQuery = z.strictObject({});
+
 /** Routes without parameters still reject unknown ones (a typo should not be silently ignored). */
 export const noQuery = z.strictObject({});
 
