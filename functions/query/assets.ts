@@ -28,7 +28,7 @@ interface Asset {
 export function defaultConsoleDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const beside = join(here, 'console');
-  return existsSync(join(beside, 'index.html')) ? beside : resolve(here, '..', '..', 'dist', 'console');
+  return existsSync(join(beside, 'assets', 'app.js')) ? beside : resolve(here, '..', '..', 'dist', 'console');
 }
 
 function walk(dir: string, root = dir): string[] {

@@ -234,7 +234,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       // The console and the API reference (Swagger UI): static files, no token needed to load them.
       { method: 'GET', path: '/', handle: (req, res) => assets.send(req, res, 'index.html', csp) },
       { method: 'GET', path: '/docs', handle: (req, res) => assets.send(req, res, 'docs.html', csp) },
-      { method: 'GET', path: '/assets/{name}', handle: (req, res, p) => assets.send(req, res, p.name, csp, 'immutable') },
+      { method: 'GET', path: '/assets/{name}', handle: (req, res, p) => assets.send(req, res, `assets/${p.name}`, csp, 'immutable') },
       ...operationalRoutes(ready, 'query'),
     ],
     { name: 'query' },

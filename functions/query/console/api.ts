@@ -21,7 +21,8 @@ export class ApiError extends Error {
   }
   /** The server has no such route (an older query function): the feature is not available. */
   get missingRoute(): boolean {
-    return this.status === 404 && this.code === 'not_found';
+    // An older route without the parameters this console sends (e.g. paging) counts as missing.
+    return (this.status === 404 && this.code === 'not_found') || (this.status === 400 && /is not a known parameter/.test(this.message));
   }
 }
 

@@ -18,6 +18,6 @@ const ui = SwaggerUIBundle({
     return req;
   },
   onComplete: () => {
-    if (token) ui.preauthorizeApiKey('bearer', token);
+    if (token) ui.preauthorizeApiKey('bearerAuth', token);
   },
 });

@@ -23,6 +23,8 @@ interface Status {
 
 const MAX_LINKS = 1000;
 
+const unquote = (s: string) => s.trim().replace(/^"(.*)"$/, '$1');
+
 /** Distinct GPU uuids named in the file (column `uuid`), read as a stream (gzip decoded). */
 async function gpusIn(file: File): Promise<string[]> {
   let stream = file.stream() as ReadableStream<BufferSource>;
@@ -38,11 +40,11 @@ async function gpusIn(file: File): Promise<string[]> {
     rest = done ? '' : lines.pop()!;
     for (const line of lines) {
       if (col === -1) {
-        col = line.trim().split(',').indexOf('uuid');
+        col = line.trim().split(',').map(unquote).indexOf('uuid');
         if (col === -1) return [];
         continue;
       }
-      const u = line.split(',', col + 1)[col];
+      const u = unquote(line.split(',', col + 1)[col] ?? '');
       if (u && /^GPU-[0-9a-f-]+$/i.test(u)) found.add(u);
       if (found.size >= MAX_LINKS) return [...found];
     }
