@@ -13,8 +13,10 @@ import { LiveRelay } from './live.ts';
 import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
-import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
+import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams } from './schemas.ts';
+import { gpuSeries } from './series.ts';
 import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { uploadDuplicates } from './uploads.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
 // parameter, even for an unknown GPU), then existence (404 for a GPU never seen), then the data
@@ -153,6 +155,19 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     });
   }
 
+  async function series(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: seriesQuery, url, repeatable: ['metric'] });
+    checkWindow(query);
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => gpuSeries(deps.clickhouse(), path.uuid, query, signal)));
+  }
+
+  async function duplicates(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path } = validateRequest({ schema: uploadPathParams, values: params }, { schema: noQuery, url });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => uploadDuplicates(deps.clickhouse(), path.id, signal)));
+  }
+
   async function metrics(req: Req, res: Res, url: URL) {
     needRead(req);
     validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
@@ -225,6 +240,8 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/series', handle: series },
+      { method: 'GET', path: '/api/v1/uploads/{id}/duplicates', handle: duplicates },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/live', handle: gpuLive },
       { method: 'GET', path: '/api/v1/metrics/{metric}/live', handle: metricLive },
