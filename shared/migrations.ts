@@ -83,6 +83,25 @@ export function migrations(database: string): string[] {
     `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.batches}_mv TO ${db}.${T.batches} AS
       SELECT toString(batch_id) AS batch_id, any(toString(upload_id)) AS upload_id, count() AS rows
       FROM ${db}.${T.samples} GROUP BY batch_id`,
+    // Rollups (shared contract): exact aggregates over de-duplicated samples per bucket, written
+    // again for every bucket a batch touches; the newest version of a bucket wins (read with FINAL).
+    ...[T.rollup1m, T.rollup1h, T.rollup1d].map(
+      (table) => `CREATE TABLE IF NOT EXISTS ${db}.${table} (
+      uuid LowCardinality(String),
+      metric_name LowCardinality(String),
+      hostname LowCardinality(String),
+      model_name LowCardinality(String),
+      t DateTime('UTC'),
+      count UInt64,
+      min Float64,
+      max Float64,
+      sum Float64,
+      last Float64,
+      last_ts DateTime64(3, 'UTC'),
+      updated_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(updated_at)
+    ORDER BY (uuid, metric_name, t)`,
+    ),
   ];
 }
 

@@ -47,4 +47,8 @@ export const CLICKHOUSE_TABLES = {
   gpus: 'gpus',
   metrics: 'metric_stats',
   batches: 'collected_batches',
+  /** Per-minute, per-hour and per-day aggregates of de-duplicated samples (see migrations.ts). */
+  rollup1m: 'rollup_1m',
+  rollup1h: 'rollup_1h',
+  rollup1d: 'rollup_1d',
 } as const;

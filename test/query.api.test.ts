@@ -10,8 +10,10 @@ import { closeSharedNats, connectNats } from '../shared/nats.ts';
 import { provisionClickHouse } from '../shared/provision.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { createQueryHandler } from '../functions/query/index.ts'; // registers 'query' with the Functions Framework
-import { gpuListSchema, metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
+import { gpuPageSchema } from '../functions/query/fleet-schemas.ts';
+import { metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
 import { fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
+import { rebuildRollups } from './support/rollups.ts';
 import { freePort } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 
@@ -115,6 +117,7 @@ beforeAll(async () => {
   await provisionClickHouse(admin, DB);
   await provisionClickHouse(admin, EMPTY_DB);
   expect(await insertFixture(admin, DB, { uploadId: 'fixture-upload' })).toBe(2470);
+  await rebuildRollups(admin, DB);
   api = await startQuery();
   secured = await startQuery({ API_TOKENS: 'reader-token:read,uploader-token:upload' });
 }, 120_000);
@@ -129,9 +132,9 @@ afterAll(async () => {
 
 describe('GET /api/v1/gpus', () => {
   it('lists the 247 GPUs of the fixture in uuid order, each with its 10 metrics', async () => {
-    const { status, body } = await get('/api/v1/gpus');
+    const { status, body } = await get('/api/v1/gpus?limit=1000');
     expect(status).toBe(200);
-    const parsed = gpuListSchema.parse(body);
+    const parsed = gpuPageSchema.parse(body);
     const uuids = [...new Set(fixtureRows().map((r) => r.uuid))].sort();
     expect(parsed.count).toBe(247);
     expect(parsed.gpus.map((g) => g.uuid)).toEqual(uuids);
@@ -151,7 +154,7 @@ describe('GET /api/v1/gpus', () => {
 
   it('answers an empty store with an empty list', async () => {
     const empty = await startQuery({}, { database: EMPTY_DB });
-    expect((await get('/api/v1/gpus', {}, empty)).body).toEqual({ gpus: [], count: 0 });
+    expect((await get('/api/v1/gpus', {}, empty)).body).toEqual({ gpus: [], count: 0, next_cursor: null });
     expect((await get('/api/v1/metrics', {}, empty)).body).toEqual({ metrics: [], count: 0 });
     expect((await get(`/api/v1/gpus/${GPU}/telemetry`, {}, empty)).status).toBe(404);
   });
@@ -355,7 +358,7 @@ describe('under the Functions Framework', () => {
     servers.push(server);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const gpus = await get('/api/v1/gpus', {}, base);
+    const gpus = await get('/api/v1/gpus?limit=1000', {}, base);
     expect(gpus.status).toBe(200);
     expect(gpus.body.count).toBe(247);
     const page = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4`, {}, base);

@@ -257,7 +257,10 @@ describe('OpenAPI document', () => {
     const doc = JSON.parse(openApiText());
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual(
-      ['/api/v1/gpus', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/metrics', '/healthz', '/metrics', '/openapi.json', '/readyz'].sort(),
+      [
+        '/api/v1/anomalies', '/api/v1/gpus', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/hosts',
+        '/api/v1/metrics', '/api/v1/metrics/{metric}/top', '/healthz', '/metrics', '/openapi.json', '/readyz',
+      ].sort(),
     );
     const params = doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.parameters;
     expect(params.map((p: { name: string }) => p.name)).toEqual(['uuid', 'start_time', 'end_time', 'metric', 'limit', 'cursor']);

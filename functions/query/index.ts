@@ -6,13 +6,15 @@ import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.t
 import { parseEnv } from '../../shared/config.ts';
 import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
-import { limitsOf, queryEnv, type QueryConfig } from './config.ts';
+import { flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
+import { fleetRoutes, fleetService } from './fleet.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
 import { DOCS_HTML } from './docs.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
+import { checkWindow, untilClientLeaves } from './requests.ts';
 import { gpuPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
-import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
 // parameter, even for an unknown GPU), then existence (404 for a GPU never seen), then the data
@@ -26,33 +28,17 @@ export interface QueryDeps {
 export type QueryHandlerConfig = Pick<
   QueryConfig,
   'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT' | 'CURSOR_SECRET' | 'CURSOR_SECRET_PREVIOUS' | 'CURSOR_MAX_AGE_S'
->;
+> &
+  Partial<FlagConfig>;
 
 const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-/** Aborts the ClickHouse query when the client goes away before the answer is sent. */
-async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) ac.abort();
-  };
-  res.once('close', onClose);
-  try {
-    return await work(ac.signal);
-  } catch (e) {
-    if (ac.signal.aborted) throw new HttpError(499, 'client_closed_request', 'the client closed the connection');
-    throw e;
-  } finally {
-    res.off('close', onClose);
-  }
-}
-
-function checkWindow(q: { start_time?: number; end_time?: number }): void {
-  if (q.start_time !== undefined && q.end_time !== undefined && q.start_time > q.end_time) {
-    throw invalidParameters([{ parameter: 'start_time', in: 'query', message: 'is after end_time' }]);
-  }
+/** The flag thresholds the caller set (the rest keep their documented defaults). */
+function definedOnly(cfg: Partial<FlagConfig>): Partial<FlagConfig> {
+  const keys = Object.keys(flagEnv.shape) as (keyof FlagConfig)[];
+  return Object.fromEntries(keys.filter((k) => cfg[k] !== undefined).map((k) => [k, cfg[k]]));
 }
 
 const notFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
@@ -70,19 +56,13 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     { maxAgeMs: cfg.CURSOR_MAX_AGE_S * 1000 },
   );
   const telemetryParams = telemetryQuery(limits, cursors);
+  const fleet = fleetService({ ...flagEnv.parse({}), ...definedOnly(cfg) }, deps.clickhouse, cursors);
   let openapi: string | undefined;
 
   const needRead = (req: Req) => {
     const denied = authorize(req, cfg.API_TOKENS, 'read');
     if (denied) throw denied;
   };
-
-  async function gpus(req: Req, res: Res, url: URL) {
-    needRead(req);
-    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listGpus(deps.clickhouse(), signal));
-    sendJson(res, 200, { gpus: rows, count: rows.length });
-  }
 
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
@@ -166,7 +146,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
 
   return router(
     [
-      { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
+      ...fleetRoutes(fleet, cursors, needRead),
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
