@@ -362,3 +362,84 @@ describe('health flags on crafted files', () => {
     expect(body.next_cursor).toBeNull();
   });
 });
+
+describe('GraphQL /graphql', () => {
+  const gql = async (base: string, query: string, headers: Record<string, string> = {}) => {
+    const res = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json', ...headers },
+      body: JSON.stringify({ query }),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const GPU = 'GPU-5fd4f087-86f3-7a43-b711-4771313afc50';
+
+  it('answers gpus, hosts, top and anomalies exactly as REST does', async () => {
+    const host = fixtureRows()[0].Hostname;
+    const { status, body } = await gql(api, `{
+      gpus(limit: 3, hostname: "${host}") { count next_cursor gpus { uuid gpu_id device model_name hostname first_seen last_seen samples metrics flags } }
+      hosts(limit: 2) { next_cursor hosts { hostname gpus models first_seen last_seen } }
+      top(metric: "DCGM_FI_DEV_GPU_TEMP", by: "max", limit: 4) { metric by order start_time end_time source gpus { uuid hostname model_name value count } }
+      anomalies(kind: "idle_allocated", limit: 5) { start_time end_time next_cursor anomalies { uuid hostname model_name kind detail first_seen last_seen } }
+    }`);
+    expect(status).toBe(200);
+    expect(body.errors).toBeUndefined();
+    const rest = async (path: string) => (await get(api, path)).body;
+    const restGpus = await rest(`/api/v1/gpus?limit=3&hostname=${host}`);
+    expect(body.data.gpus.gpus).toEqual(restGpus.gpus);
+    expect(body.data.gpus.count).toBe(3);
+    expect(body.data.hosts.hosts).toEqual((await rest('/api/v1/hosts?limit=2')).hosts);
+    expect(body.data.top).toEqual(await rest('/api/v1/metrics/DCGM_FI_DEV_GPU_TEMP/top?by=max&limit=4'));
+    const restAnomalies = await rest('/api/v1/anomalies?kind=idle_allocated&limit=5');
+    expect(body.data.anomalies.anomalies).toEqual(restAnomalies.anomalies);
+    // A GraphQL cursor is a REST cursor.
+    const next = await get(api, `/api/v1/gpus?limit=3&hostname=${host}&cursor=${body.data.gpus.next_cursor}`);
+    expect(next.status).toBe(200);
+  });
+
+  it('resolves gpu(uuid) { telemetry, summary, flags } and null for an unknown GPU', async () => {
+    const { body } = await gql(api, `{
+      gpu(uuid: "${GPU}") { uuid telemetry(limit: 4) { count next_cursor data { timestamp metric_name value labels } } summary(metric: "DCGM_FI_DEV_GPU_TEMP") { metric_name count max last_value } flags { kind } }
+      unknown: gpu(uuid: "GPU-none") { uuid }
+      metrics { metric_name samples }
+    }`);
+    expect(body.errors).toBeUndefined();
+    const tel = (await get(api, `/api/v1/gpus/${GPU}/telemetry?limit=4`)).body;
+    expect(body.data.gpu.telemetry.count).toBe(4);
+    expect(body.data.gpu.telemetry.data).toEqual(tel.data.map((d: Record<string, unknown>) => ({ timestamp: d.timestamp, metric_name: d.metric_name, value: d.value, labels: d.labels })));
+    const sum = (await get(api, `/api/v1/gpus/${GPU}/summary?metric=DCGM_FI_DEV_GPU_TEMP`)).body.metrics[0];
+    expect(body.data.gpu.summary).toEqual([{ metric_name: sum.metric_name, count: sum.count, max: sum.max, last_value: sum.last_value }]);
+    const listed = (await get(api, `/api/v1/gpus?uuid_prefix=${GPU}`)).body.gpus[0];
+    expect(listed.flags).toEqual(['idle_allocated']); // utilisation 0 with memory in use in the file
+    expect(body.data.gpu.flags.map((f: { kind: string }) => f.kind)).toEqual(listed.flags);
+    expect(body.data.unknown).toBeNull();
+    expect(body.data.metrics).toHaveLength(10);
+  });
+
+  it('validates arguments with the REST rules, naming the argument', async () => {
+    const { body } = await gql(api, '{ gpus(limit: 0) { count } }');
+    expect(body.errors[0].message).toBe('limit must be an integer from 1 to 1000');
+    expect(body.errors[0].extensions).toMatchObject({ code: 'invalid_parameter', status: 400 });
+    const top = await gql(api, '{ top(metric: "X", by: "median") { source } }');
+    expect(top.body.errors[0].message).toContain('by must be one of');
+  });
+
+  it('refuses queries over the depth or cost limit with a 400 before running them', async () => {
+    const deep = await gql(api, '{ gpu(uuid: "x") { telemetry { data { labels { a { b { c } } } } } } }');
+    expect(deep.status).toBe(400);
+    expect(deep.body.errors[0].message).toMatch(/nested 7 levels deep; the limit is 6/);
+    const aliases = Array.from({ length: 6 }, (_, i) => `a${i}: gpu(uuid: "${GPU}") { telemetry(limit: 10000) { data { value } } }`).join(' ');
+    const costly = await gql(api, `{ ${aliases} }`);
+    expect(costly.status).toBe(400);
+    expect(costly.body.errors[0].message).toMatch(/the limit is 50000/);
+  });
+
+  it('requires the read scope like REST', async () => {
+    const secured = await startQuery(FIXTURE_DB, { API_TOKENS: 'reader:read,uploader:upload' });
+    expect((await gql(secured, '{ metrics { metric_name } }')).status).toBe(401);
+    expect((await gql(secured, '{ metrics { metric_name } }', { authorization: 'Bearer uploader' })).status).toBe(403);
+    const ok = await gql(secured, '{ metrics { metric_name } }', { authorization: 'Bearer reader' });
+    expect(ok.status).toBe(200);
+    expect(ok.body.data.metrics).toHaveLength(10);
+  });
+});

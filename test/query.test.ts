@@ -259,7 +259,7 @@ describe('OpenAPI document', () => {
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
         '/api/v1/anomalies', '/api/v1/gpus', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/hosts',
-        '/api/v1/metrics', '/api/v1/metrics/{metric}/top', '/healthz', '/metrics', '/openapi.json', '/readyz',
+        '/api/v1/metrics', '/api/v1/metrics/{metric}/top', '/graphql', '/healthz', '/metrics', '/openapi.json', '/readyz',
       ].sort(),
     );
     const params = doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.parameters;

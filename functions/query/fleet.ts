@@ -93,6 +93,12 @@ export function fleetService(cfg: FleetConfig, clickhouse: () => ClickHouseClien
       return { metric, by: q.by, order: q.order, start_time: iso(start), end_time: iso(end), source, gpus };
     },
 
+    /** The anomalies of one GPU (GraphQL `gpu { flags }`). */
+    async gpuFlags(uuid: string, q: Pick<AnomaliesQuery, 'start_time' | 'end_time' | 'kind'>, signal?: AbortSignal) {
+      const { start, end } = await flagsWindow(q, signal);
+      return { anomalies: await findAnomalies(clickhouse(), { start, end, kind: q.kind, uuids: [uuid], limit: 4 }, cfg, signal) };
+    },
+
     async anomalies(q: AnomaliesQuery, signal?: AbortSignal) {
       const { limit = LIST_LIMITS.defaultLimit, cursor, ...filters } = q;
       const { start, end } = await flagsWindow(q, signal);

@@ -8,12 +8,13 @@ import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHan
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
 import { flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
 import { fleetRoutes, fleetService } from './fleet.ts';
+import { graphqlRoutes, type Reads } from './graphql.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
 import { DOCS_HTML } from './docs.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
 import { checkWindow, untilClientLeaves } from './requests.ts';
-import { gpuPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
+import { gpuPathParams, noQuery, summaryQuery, telemetryQuery, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
 import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
@@ -64,62 +65,73 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     if (denied) throw denied;
   };
 
+  // The answers, shared by the REST routes below and GraphQL (graphql.ts).
+  const reads: Reads = {
+    async telemetry(uuid: string, query: TelemetryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
+      if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
+        throw invalidParameters([
+          { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
+        ]);
+      }
+      const limit = query.limit ?? limits.defaultLimit;
+      const ch = deps.clickhouse();
+      // One row more than the page tells whether another page exists.
+      const rows = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
+      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      const next =
+        rows.length > limit && last
+          ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
+          : null;
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
+        count: page.length,
+        data: page.map(publicSample),
+        next_cursor: next,
+      };
+    },
+
+    async summary(uuid: string, query: SummaryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const ch = deps.clickhouse();
+      const metrics = await gpuSummary(ch, { uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
+      if (metrics.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
+        count: metrics.length,
+        metrics,
+      };
+    },
+
+    async metrics(signal?: AbortSignal) {
+      const rows = await listMetrics(deps.clickhouse(), signal);
+      return { metrics: rows, count: rows.length };
+    },
+
+    exists: (uuid: string, signal?: AbortSignal) => gpuExists(deps.clickhouse(), uuid, signal),
+  };
+
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
-    checkWindow(query);
-    const scope: CursorScope = { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric };
-    if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
-      throw invalidParameters([
-        { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
-      ]);
-    }
-    const limit = query.limit ?? limits.defaultLimit;
-    const ch = deps.clickhouse();
-    const rows = await untilClientLeaves(res, async (signal) => {
-      // One row more than the page tells whether another page exists.
-      const found = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    const next =
-      rows.length > limit && last
-        ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
-        : null;
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
-      count: page.length,
-      data: page.map(publicSample),
-      next_cursor: next,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.telemetry(path.uuid, query, signal)));
   }
 
   async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: summaryQuery, url });
-    checkWindow(query);
-    const ch = deps.clickhouse();
-    const metrics = await untilClientLeaves(res, async (signal) => {
-      const found = await gpuSummary(ch, { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
-      count: metrics.length,
-      metrics,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.summary(path.uuid, query, signal)));
   }
 
   async function metrics(req: Req, res: Res, url: URL) {
     needRead(req);
     validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listMetrics(deps.clickhouse(), signal));
-    sendJson(res, 200, { metrics: rows, count: rows.length });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.metrics(signal)));
   }
 
   function document(req: Req, res: Res) {
@@ -147,6 +159,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   return router(
     [
       ...fleetRoutes(fleet, cursors, needRead),
+      ...graphqlRoutes({ fleet, reads, cursors, limits }, needRead),
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },

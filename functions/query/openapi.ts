@@ -1,4 +1,5 @@
 import { OpenAPIRegistry, OpenApiGeneratorV3 } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
 import { QUERY_LIMIT_DEFAULTS, type Limits } from './config.ts';
 import { anomaliesQuery, anomalyPageSchema, gpuPageSchema, gpusQuery, hostPageSchema, hostsQuery, metricPathParams, topQuery, topSchema } from './fleet-schemas.ts';
 import {
@@ -154,6 +155,36 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     description: 'Read from the metric statistics table maintained at insert time (no scan of samples).',
     security,
     responses: { 200: json(metricListSchema, 'All metrics, ordered by name.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
+  });
+
+  registry.registerPath({
+    method: 'post',
+    path: '/graphql',
+    operationId: 'graphql',
+    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, summary, flags }, metrics, top, anomalies)',
+    description:
+      'GraphQL over HTTP (graphql-http). Arguments are validated by the same rules as the REST parameters (errors name the ' +
+      'argument); same bearer scope (`read`). Queries nested deeper than 6 levels or whose lists could return more than ' +
+      '50,000 values (each list multiplied by its `limit`) are refused with 400. GET with `?query=` works for queries too.',
+    security,
+    request: {
+      body: {
+        content: {
+          'application/json': {
+            schema: z.object({
+              query: z.string().meta({ example: '{ gpus(limit: 2) { gpus { uuid flags } next_cursor } }' }),
+              variables: z.record(z.string(), z.unknown()).optional(),
+              operationName: z.string().optional(),
+            }),
+          },
+        },
+      },
+    },
+    responses: {
+      200: { description: 'GraphQL result (`data`, `errors`).', content: { 'application/json': { schema: z.object({ data: z.unknown().optional(), errors: z.array(z.unknown()).optional() }) } } },
+      400: { description: 'Malformed request, or over the depth or cost limit.', content: { 'application/json': { schema: z.object({ errors: z.array(z.unknown()) }) } } },
+      ...authErrors,
+    },
   });
 
   registry.registerPath({
