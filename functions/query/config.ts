@@ -55,10 +55,31 @@ export const consoleEnv = z.object({
   AUTOSCALER_STATUS_FILE: optionalString,
 });
 
+const numberVar = (def: number, min: number, max: number) => z.coerce.number().min(min).max(max).default(def);
+
+/** Health-flag thresholds (functions/query/anomalies.ts; README "Health flags"). */
+export const flagEnv = z.object({
+  /** thermal: a minute is hot when its mean DCGM_FI_DEV_GPU_TEMP is above this (°C). */
+  THERMAL_THRESHOLD_C: numberVar(85, -50, 200),
+  /** thermal fires when at least this share (0–1) of the window's minutes with a temperature are hot. */
+  THERMAL_MIN_SHARE: numberVar(0.5, 0, 1),
+  /**
+   * idle_allocated: DCGM_FI_DEV_FB_USED above this many MiB counts as memory in use. Not 0: the
+   * bundled DCGM export shows 4–7 MiB reserved by the driver on GPUs nobody uses.
+   */
+  IDLE_MEMORY_MIB: numberVar(64, 0, 10_000_000),
+  /** stale: the last sample is older than this many times the GPU's usual interval at the window end. */
+  STALE_FACTOR: numberVar(3, 1, 1000),
+  /** Window of `flags` in /api/v1/gpus and of /api/v1/anomalies without start_time: seconds before the fleet's latest sample. */
+  FLAGS_WINDOW_S: intVar(3600, 60, 90 * 86_400),
+});
+export type FlagConfig = z.infer<typeof flagEnv>;
+
 export const queryEnv = httpEnv
   .extend(clickhouseEnv.shape)
   .extend(natsEnv.shape)
   .extend(cursorEnv.shape)
+  .extend(flagEnv.shape)
   .extend({
     /** Page size of /telemetry when the request gives no `limit`. */
     QUERY_DEFAULT_LIMIT: intVar(QUERY_LIMIT_DEFAULTS.defaultLimit, 1),

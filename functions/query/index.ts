@@ -6,16 +6,19 @@ import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.t
 import { parseEnv } from '../../shared/config.ts';
 import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
-import { consoleEnv, limitsOf, queryEnv, type QueryConfig } from './config.ts';
+import { consoleEnv, flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
+import { fleetRoutes, fleetService } from './fleet.ts';
+import { graphqlRoutes, type Reads } from './graphql.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
 import { ConsoleAssets, contentSecurityPolicy, defaultConsoleDir } from './assets.ts';
 import { LiveRelay } from './live.ts';
 import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
-import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams } from './schemas.ts';
+import { checkWindow, untilClientLeaves } from './requests.ts';
+import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
 import { gpuSeries } from './series.ts';
-import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
 import { uploadDuplicates } from './uploads.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
@@ -31,33 +34,17 @@ export type QueryHandlerConfig = Pick<
   QueryConfig,
   'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT' | 'CURSOR_SECRET' | 'CURSOR_SECRET_PREVIOUS' | 'CURSOR_MAX_AGE_S'
 > &
-  Partial<Pick<QueryConfig, keyof typeof consoleEnv.shape>>;
+  Partial<Pick<QueryConfig, keyof typeof consoleEnv.shape>> &
+  Partial<FlagConfig>;
 
 const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-/** Aborts the ClickHouse query when the client goes away before the answer is sent. */
-async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) ac.abort();
-  };
-  res.once('close', onClose);
-  try {
-    return await work(ac.signal);
-  } catch (e) {
-    if (ac.signal.aborted) throw new HttpError(499, 'client_closed_request', 'the client closed the connection');
-    throw e;
-  } finally {
-    res.off('close', onClose);
-  }
-}
-
-function checkWindow(q: { start_time?: number; end_time?: number }): void {
-  if (q.start_time !== undefined && q.end_time !== undefined && q.start_time > q.end_time) {
-    throw invalidParameters([{ parameter: 'start_time', in: 'query', message: 'is after end_time' }]);
-  }
+/** The flag thresholds the caller set (the rest keep their documented defaults). */
+function definedOnly(cfg: Partial<FlagConfig>): Partial<FlagConfig> {
+  const keys = Object.keys(flagEnv.shape) as (keyof FlagConfig)[];
+  return Object.fromEntries(keys.filter((k) => cfg[k] !== undefined).map((k) => [k, cfg[k]]));
 }
 
 const notFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
@@ -75,6 +62,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     { maxAgeMs: cfg.CURSOR_MAX_AGE_S * 1000 },
   );
   const telemetryParams = telemetryQuery(limits, cursors);
+  const fleet = fleetService({ ...flagEnv.parse({}), ...definedOnly(cfg) }, deps.clickhouse, cursors);
   let openapi: string | undefined;
   const consoleCfg = { ...consoleEnv.parse({}), ...Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)) };
   const assets = new ConsoleAssets(consoleCfg.CONSOLE_DIR ?? defaultConsoleDir());
@@ -97,62 +85,67 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     if (denied) throw denied;
   };
 
-  async function gpus(req: Req, res: Res, url: URL) {
-    needRead(req);
-    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listGpus(deps.clickhouse(), signal));
-    sendJson(res, 200, { gpus: rows, count: rows.length });
-  }
+  // The answers, shared by the REST routes below and GraphQL (graphql.ts).
+  const reads: Reads = {
+    async telemetry(uuid: string, query: TelemetryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
+      if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
+        throw invalidParameters([
+          { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
+        ]);
+      }
+      const limit = query.limit ?? limits.defaultLimit;
+      const ch = deps.clickhouse();
+      // One row more than the page tells whether another page exists.
+      const rows = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
+      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      const next =
+        rows.length > limit && last
+          ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
+          : null;
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
+        count: page.length,
+        data: page.map(publicSample),
+        next_cursor: next,
+      };
+    },
+
+    async summary(uuid: string, query: SummaryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const ch = deps.clickhouse();
+      const metrics = await gpuSummary(ch, { uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
+      if (metrics.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
+        count: metrics.length,
+        metrics,
+      };
+    },
+
+    async metrics(signal?: AbortSignal) {
+      const rows = await listMetrics(deps.clickhouse(), signal);
+      return { metrics: rows, count: rows.length };
+    },
+
+    exists: (uuid: string, signal?: AbortSignal) => gpuExists(deps.clickhouse(), uuid, signal),
+  };
 
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
-    checkWindow(query);
-    const scope: CursorScope = { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric };
-    if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
-      throw invalidParameters([
-        { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
-      ]);
-    }
-    const limit = query.limit ?? limits.defaultLimit;
-    const ch = deps.clickhouse();
-    const rows = await untilClientLeaves(res, async (signal) => {
-      // One row more than the page tells whether another page exists.
-      const found = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    const next =
-      rows.length > limit && last
-        ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
-        : null;
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
-      count: page.length,
-      data: page.map(publicSample),
-      next_cursor: next,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.telemetry(path.uuid, query, signal)));
   }
 
   async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: summaryQuery, url });
-    checkWindow(query);
-    const ch = deps.clickhouse();
-    const metrics = await untilClientLeaves(res, async (signal) => {
-      const found = await gpuSummary(ch, { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
-      count: metrics.length,
-      metrics,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.summary(path.uuid, query, signal)));
   }
 
   async function series(req: Req, res: Res, params: Record<string, string>, url: URL) {
@@ -171,8 +164,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   async function metrics(req: Req, res: Res, url: URL) {
     needRead(req);
     validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listMetrics(deps.clickhouse(), signal));
-    sendJson(res, 200, { metrics: rows, count: rows.length });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.metrics(signal)));
   }
 
   function document(req: Req, res: Res) {
@@ -237,7 +229,8 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
 
   const handler = router(
     [
-      { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
+      ...fleetRoutes(fleet, cursors, needRead),
+      ...graphqlRoutes({ fleet, reads, cursors, limits }, needRead),
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/series', handle: series },

@@ -1,8 +1,9 @@
 import { OpenAPIRegistry, OpenApiGeneratorV3 } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
 import { QUERY_LIMIT_DEFAULTS, type Limits } from './config.ts';
+import { anomaliesQuery, anomalyPageSchema, gpuPageSchema, gpusQuery, hostPageSchema, hostsQuery, metricPathParams, topQuery, topSchema } from './fleet-schemas.ts';
 import {
   errorSchema,
-  gpuListSchema,
   gpuPathParams,
   healthSchema,
   metricListSchema,
@@ -47,10 +48,72 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/api/v1/gpus',
     operationId: 'listGpus',
-    summary: 'List every GPU with stored telemetry',
-    description: 'Read from the GPU inventory table maintained at insert time (no scan of samples).',
+    summary: 'GPUs with stored telemetry, paged and filtered',
+    description:
+      'Read from the GPU inventory maintained at insert time (no scan of samples); exact sample counts from rollup_1d. ' +
+      'Pages of at most `limit` GPUs in uuid order; follow `next_cursor` until it is null. `flags` are the health flags of ' +
+      'GET /api/v1/anomalies over the last FLAGS_WINDOW_S before the fleet\'s latest sample. Carries an ETag; ' +
+      'If-None-Match with it answers 304.',
     security,
-    responses: { 200: json(gpuListSchema, 'All GPUs, ordered by uuid.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
+    request: { query: gpusQuery() },
+    responses: {
+      200: json(gpuPageSchema, 'One page of GPUs, ordered by uuid.'),
+      304: { description: 'Not modified (If-None-Match matched the ETag).' },
+      400: badParam('bad limit, cursor, time or filter, unknown parameter'),
+      ...authErrors,
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/hosts',
+    operationId: 'listHosts',
+    summary: 'Hosts with their GPU count, models and first/last seen, paged',
+    description: 'Read from the GPU inventory. Ordered by hostname; carries an ETag (If-None-Match → 304).',
+    security,
+    request: { query: hostsQuery() },
+    responses: {
+      200: json(hostPageSchema, 'One page of hosts.'),
+      304: { description: 'Not modified.' },
+      400: badParam('bad limit or cursor, unknown parameter'),
+      ...authErrors,
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/metrics/{metric}/top',
+    operationId: 'topGpus',
+    summary: 'The GPUs with the highest (or lowest) value of a metric over a window',
+    description:
+      'Window [start_time, end_time): served from rollup_1h when both ends are whole hours, rollup_1m when whole minutes, ' +
+      'raw samples (duplicates collapsed) otherwise; `source` says which. `last` is the value of the latest sample. ' +
+      'Without a window: the hour (whole hours) up to the fleet\'s latest sample.',
+    security,
+    request: { params: metricPathParams, query: topQuery },
+    responses: { 200: json(topSchema, 'Up to `limit` GPUs, best first.'), 400: badParam('bad window, by, order or limit'), ...authErrors, ...storeError },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/anomalies',
+    operationId: 'listAnomalies',
+    summary: 'Health anomalies (thermal, xid, idle_allocated, stale) in a window',
+    description:
+      'Computed in ClickHouse over rollup_1m (whole minutes overlapping [start_time, end_time)); thresholds from the environment ' +
+      '(THERMAL_THRESHOLD_C, THERMAL_MIN_SHARE, IDLE_MEMORY_MIB, STALE_FACTOR). Without a window: the last FLAGS_WINDOW_S before ' +
+      'the fleet\'s latest sample. One entry per GPU and kind, ordered by uuid then kind; paged by cursor.',
+    security,
+    request: { query: anomaliesQuery() },
+    responses: {
+      200: json(anomalyPageSchema, 'One page of anomalies.'),
+      304: { description: 'Not modified.' },
+      400: badParam('bad window, kind, limit or cursor'),
+      ...authErrors,
+      ...storeError,
+    },
   });
 
   registry.registerPath({
@@ -137,6 +200,36 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     description: 'Read from the metric statistics table maintained at insert time (no scan of samples).',
     security,
     responses: { 200: json(metricListSchema, 'All metrics, ordered by name.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
+  });
+
+  registry.registerPath({
+    method: 'post',
+    path: '/graphql',
+    operationId: 'graphql',
+    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, summary, flags }, metrics, top, anomalies)',
+    description:
+      'GraphQL over HTTP (graphql-http). Arguments are validated by the same rules as the REST parameters (errors name the ' +
+      'argument); same bearer scope (`read`). Queries nested deeper than 6 levels or whose lists could return more than ' +
+      '50,000 values (each list multiplied by its `limit`) are refused with 400. GET with `?query=` works for queries too.',
+    security,
+    request: {
+      body: {
+        content: {
+          'application/json': {
+            schema: z.object({
+              query: z.string().meta({ example: '{ gpus(limit: 2) { gpus { uuid flags } next_cursor } }' }),
+              variables: z.record(z.string(), z.unknown()).optional(),
+              operationName: z.string().optional(),
+            }),
+          },
+        },
+      },
+    },
+    responses: {
+      200: { description: 'GraphQL result (`data`, `errors`).', content: { 'application/json': { schema: z.object({ data: z.unknown().optional(), errors: z.array(z.unknown()).optional() }) } } },
+      400: { description: 'Malformed request, or over the depth or cost limit.', content: { 'application/json': { schema: z.object({ errors: z.array(z.unknown()) }) } } },
+      ...authErrors,
+    },
   });
 
   registry.registerPath({

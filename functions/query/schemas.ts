@@ -12,7 +12,7 @@ import type { Limits } from './config.ts';
 // Time bounds follow the same rule as stored timestamps (shared/sample-rules.ts).
 export { parseInstant };
 
-const timeParam = (round: 'up' | 'down', description: string, example: string) =>
+export const timeParam = (round: 'up' | 'down', description: string, example: string) =>
   z
     .string()
     .transform((s, ctx) => {
@@ -36,14 +36,14 @@ const endTime = timeParam(
   'Only samples at or before this instant (inclusive). RFC 3339; fractional seconds and UTC offsets are accepted.',
   '2025-07-18T20:42:37Z',
 );
-const metricParam = z
+export const metricParam = z
   .string()
   .min(1, 'must not be empty')
   .max(128, 'is longer than 128 characters')
   .optional()
   .meta({ description: 'Only samples of this metric (exact DCGM metric name).', example: 'DCGM_FI_DEV_GPU_UTIL' });
 
-const limitParam = (limits: Limits) => {
+export const limitParam = (limits: Limits, what = 'samples') => {
   const message = `must be an integer from 1 to ${limits.maxLimit}`;
   return z
     .string()
@@ -52,7 +52,7 @@ const limitParam = (limits: Limits) => {
     .pipe(z.number().int().min(1, message).max(limits.maxLimit, message))
     .optional()
     .meta({
-      description: `Page size: at most this many samples per response. Values above ${limits.maxLimit} are rejected.`,
+      description: `Page size: at most this many ${what} per response. Values above ${limits.maxLimit} are rejected.`,
       type: 'integer',
       minimum: 1,
       maximum: limits.maxLimit,
@@ -190,9 +190,9 @@ export const noQuery = z.strictObject({});
 // ---------------------------------------------------------------------------------------------
 // Response bodies
 
-const timestamp = (description: string) =>
+export const timestamp = (description: string) =>
   z.string().meta({ description: `${description} (RFC 3339, UTC).`, format: 'date-time', example: '2025-07-18T20:42:34.000Z' });
-const count = (description: string) => z.number().int().min(0).meta({ description });
+export const count = (description: string) => z.number().int().min(0).meta({ description });
 
 export const gpuSchema = z
   .object({
@@ -207,10 +207,6 @@ export const gpuSchema = z
     metrics: z.array(z.string()).meta({ description: 'Metric names with samples, sorted.' }),
   })
   .meta({ id: 'Gpu' });
-
-export const gpuListSchema = z
-  .object({ gpus: z.array(gpuSchema).meta({ description: 'Ordered by uuid.' }), count: count('Number of GPUs.') })
-  .meta({ id: 'GpuList' });
 
 export const sampleSchema = z
   .object({

@@ -14,7 +14,7 @@ export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
 /** The winning copy's value of a column, in a GROUP BY over the identity. */
 export const latestCopy = (column: string) => `argMax(${column}, (received_at, batch_id, line))`;
 
-const SETTINGS: ClickHouseSettings = {
+export const SETTINGS: ClickHouseSettings = {
   // Counts as JSON numbers, not strings (all stay far below 2^53).
   output_format_json_quote_64bit_integers: 0,
   // DateTime64 as `2025-07-18T20:42:34.000Z`, independent of how the client was created.
@@ -24,10 +24,16 @@ const SETTINGS: ClickHouseSettings = {
   max_execution_time: 60,
 };
 
-async function rows<T>(client: ClickHouseClient, query: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<T[]> {
+export async function rows<T>(
+  client: ClickHouseClient,
+  query: string,
+  params: Record<string, unknown>,
+  signal?: AbortSignal,
+  settings: ClickHouseSettings = SETTINGS,
+): Promise<T[]> {
   // Reads only, so a request lost to the keep-alive race is safe to send again.
   return retryRead(async () => {
-    const result = await client.query({ query, query_params: params, format: 'JSONEachRow', clickhouse_settings: SETTINGS, abort_signal: signal });
+    const result = await client.query({ query, query_params: params, format: 'JSONEachRow', clickhouse_settings: settings, abort_signal: signal });
     return result.json<T>();
   }, signal);
 }
@@ -47,25 +53,6 @@ export interface GpuRow {
   metrics: string[];
 }
 
-export function listGpus(client: ClickHouseClient, signal?: AbortSignal): Promise<GpuRow[]> {
-  // Identity and first/last seen from the inventory (insensitive to duplicates); the exact count
-  // of distinct samples from rollup_1d (duplicates collapsed when it was computed).
-  return rows<GpuRow>(
-    client,
-    `SELECT uuid, gpu_id, device, model_name, hostname, first_seen, last_seen, samples, metrics
-     FROM (
-       SELECT uuid, anyLast(gpu_id) AS gpu_id, anyLast(device) AS device, anyLast(model_name) AS model_name,
-         anyLast(hostname) AS hostname, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-         arraySort(groupUniqArrayArray(metrics)) AS metrics
-       FROM ${T.gpus} GROUP BY uuid
-     ) AS g
-     LEFT JOIN (SELECT toString(uuid) AS uuid, sum(count) AS samples FROM ${T.rollup1d} FINAL GROUP BY uuid) AS r USING (uuid)
-     ORDER BY uuid`,
-    {},
-    signal,
-  );
-}
-
 export async function gpuExists(client: ClickHouseClient, uuid: string, signal?: AbortSignal): Promise<boolean> {
   const found = await rows(client, `SELECT 1 AS found FROM ${T.gpus} WHERE uuid = {uuid:String} LIMIT 1`, { uuid }, signal);
   return found.length > 0;
@@ -83,7 +70,7 @@ export interface Window {
 // range edges, so clamping keeps the answer exact and the conversion defined.
 const MIN_MS = Date.UTC(1900, 0, 1);
 const MAX_MS = Date.UTC(2299, 11, 31, 23, 59, 59, 999);
-const clamp = (ms: number) => Math.min(MAX_MS, Math.max(MIN_MS, ms));
+export const clamp = (ms: number) => Math.min(MAX_MS, Math.max(MIN_MS, ms));
 
 function windowFilter(w: Window): { where: string; params: Record<string, unknown> } {
   const where = ['uuid = {uuid:String}'];
