@@ -30,6 +30,7 @@ export function toColumns(points: Point[]): Columns {
   return [xs, avg, min, max];
 }
 
+const compact = (v: number) => (Math.abs(v) >= 1e6 ? `${Number((v / 1e6).toPrecision(3))}M` : Math.abs(v) >= 1e4 ? `${Number((v / 1e3).toPrecision(3))}k` : String(Number(v.toPrecision(4))));
 const fmt = (v: number | null | undefined) => (v === null || v === undefined ? '–' : Math.abs(v) >= 1000 ? v.toFixed(0) : Number(v.toPrecision(4)).toString());
 
 export function Chart(props: {
@@ -38,12 +39,16 @@ export function Chart(props: {
   data: Columns;
   width: number;
   height?: number;
+  /** The requested window (ms): the x axis shows it whole, even with one point or none. */
+  range?: { start: number; end: number };
   onSelect?: (startMs: number, endMs: number) => void;
 }) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const onSelect = useRef(props.onSelect);
   onSelect.current = props.onSelect;
+  const range = useRef(props.range);
+  range.current = props.range;
 
   useEffect(() => {
     const opts: uPlot.Options = {
@@ -52,7 +57,10 @@ export function Chart(props: {
       height: props.height ?? 200,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       cursor: { drag: { x: true, y: false, setScale: false } },
-      scales: { x: { time: true } },
+      scales: {
+        x: { time: true, range: (_u, min, max) => (range.current ? [range.current.start / 1000, range.current.end / 1000] : [min, max]) },
+      },
+      axes: [{}, { size: 64, values: (_u, vals) => vals.map(compact) }],
       series: [
         { label: 'time (UTC)', value: (_u, v) => (v === null ? '–' : new Date(v * 1000).toISOString().replace('T', ' ').replace('Z', '')) },
         { label: 'avg', stroke: '#1f77b4', width: 1.5, value: (_u, v) => fmt(v), points: { show: (u) => u.data[0].length < 60 } },

@@ -162,7 +162,7 @@ export function GpuPage(props: { uuid: string }) {
             {problem === 'unavailable' && <p class="unavailable" data-unavailable="/api/v1/gpus/{uuid}/series">Charts: not available on this server (the series route is not served by this query function version).</p>}
             {problem && problem !== 'unavailable' && <p class="error">{problem}</p>}
             {!problem &&
-              metrics.map((m) => (data[m] ? <Chart id={m} title={m} data={data[m]} width={width} onSelect={(a, b) => void select(a, b)} /> : null))}
+              metrics.map((m) => (data[m] ? <Chart id={m} title={m} data={data[m]} width={width} range={range ?? undefined} onSelect={(a, b) => void select(a, b)} /> : null))}
             {rows && (
               <section class="card">
                 <h3>Raw rows of the selected window ({rows.data.length}{rows.next_cursor ? '+, first 200' : ''})</h3>
