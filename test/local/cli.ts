@@ -124,15 +124,28 @@ async function demo(): Promise<void> {
 
 async function up(autoscale: boolean): Promise<void> {
   const dataDir = values.data ?? join(repoRoot, '.data');
+  const uploadPort = values['upload-port'] ? Number(values['upload-port']) : 8081;
+  const queryPort = values['query-port'] ? Number(values['query-port']) : 8082;
+  const { statusFileIn } = await import('./autoscaler/index.ts');
   const stack: Stack = await startStack({
+    // The console (query, at /) uploads to the upload function from the browser: tell it where
+    // upload is and let upload accept the console's origin. AUTOSCALER_STATUS_FILE: replicas on
+    // the console's Pipeline page. Variables already set in the environment win.
+    env: Object.fromEntries(
+      Object.entries({
+        UPLOAD_PUBLIC_URL: `http://127.0.0.1:${uploadPort}`,
+        UPLOAD_CORS_ORIGINS: `http://127.0.0.1:${queryPort},http://localhost:${queryPort}`,
+        AUTOSCALER_STATUS_FILE: statusFileIn(dataDir),
+      }).filter(([k]) => !process.env[k]),
+    ),
     dataDir,
     verbose: true,
     // A crashed or killed function comes back, with back-off, as under a Deployment.
     supervise: true,
     ingestWorkers: autoscale ? 0 : count(values.ingest, 1, 'ingest'),
     collectWorkers: autoscale ? 0 : count(values.collect, 1, 'collect'),
-    uploadPort: values['upload-port'] ? Number(values['upload-port']) : 8081,
-    queryPort: values['query-port'] ? Number(values['query-port']) : 8082,
+    uploadPort,
+    queryPort,
     host: values.expose ? '0.0.0.0' : '127.0.0.1',
     remoteWritePort: values['remote-write-port'] ? Number(values['remote-write-port']) : 8083,
     httpFunctions: ['upload', 'query', 'remote-write'],
@@ -151,6 +164,7 @@ async function up(autoscale: boolean): Promise<void> {
 local stack is up (data in ${dataDir}); the API is OPEN unless API_TOKENS is set
   ${values.expose ? `listening on ALL interfaces (--expose)${process.env.API_TOKENS ? '' : ' with an OPEN API: anyone on the network can upload and read'}` : 'listening on 127.0.0.1 only (--expose listens on all interfaces)'}
   upload:  ${stack.uploadUrl}/api/v1/uploads     e.g. curl --data-binary @${FIXTURE} -H 'content-type: text/csv' ${stack.uploadUrl}/api/v1/uploads
+  console: ${stack.queryUrl}/   (Fleet, GPU charts, Upload, Pipeline; API reference at ${stack.queryUrl}/docs)
   query:   ${stack.queryUrl}/api/v1/gpus   ${stack.queryUrl}/api/v1/metrics   ${stack.queryUrl}/openapi.json
   remote write (Prometheus remote_write url): ${stack.remoteWriteUrl}/api/v1/write   e.g. npm run cli -- remote-write --count 0
   NATS:    ${stack.nats.url} (monitoring http://${stack.nats.monitorEndpoint}/jsz)

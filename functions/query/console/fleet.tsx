@@ -54,12 +54,31 @@ async function allHosts(): Promise<Host[]> {
   return hosts;
 }
 
+// Sparklines load a few at a time, after the table, so 100 of them never hold up the page.
+const SPARK_CONCURRENCY = 4;
+let sparkRunning = 0;
+const sparkQueue: (() => void)[] = [];
+async function limited<T>(work: () => Promise<T>): Promise<T> {
+  if (sparkRunning >= SPARK_CONCURRENCY) await new Promise<void>((r) => sparkQueue.push(r));
+  sparkRunning++;
+  try {
+    return await work();
+  } finally {
+    sparkRunning--;
+    sparkQueue.shift()?.();
+  }
+}
+
 function UtilSpark(props: { gpu: Gpu }) {
   const [cols, setCols] = useState<{ xs: number[]; ys: number[] } | null>(null);
   useEffect(() => {
     if (!props.gpu.metrics.includes(UTIL)) return;
     let live = true;
-    api<{ series: { points: { t: string; avg: number }[] }[] }>(`/api/v1/gpus/${encodeURIComponent(props.gpu.uuid)}/series${qs({ metric: UTIL, max_points: 40 })}`)
+    limited(() =>
+      live
+        ? api<{ series: { points: { t: string; avg: number }[] }[] }>(`/api/v1/gpus/${encodeURIComponent(props.gpu.uuid)}/series${qs({ metric: UTIL, max_points: 40 })}`)
+        : Promise.resolve({ series: [] }),
+    )
       .then((s) => {
         const pts = s.series[0]?.points ?? [];
         if (live) setCols({ xs: pts.map((p) => Date.parse(p.t) / 1000), ys: pts.map((p) => p.avg) });
