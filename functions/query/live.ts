@@ -46,6 +46,9 @@ interface Client {
   res: Res;
   queue: string[];
   writing: boolean;
+  /** Events dropped since the client was last told (a `dropped` event goes before the next one). */
+  dropped: number;
+  droppedTotal: number;
 }
 
 export interface Announcement {
@@ -161,9 +164,9 @@ export class LiveRelay {
 
   private enqueue(c: Client, chunk: string): void {
     if (c.queue.length >= this.opts.maxPending) {
-      const dropped = c.queue.length;
+      c.dropped += c.queue.length;
+      c.droppedTotal += c.queue.length;
       c.queue.length = 0;
-      c.queue.push(`event: dropped\ndata: ${JSON.stringify({ dropped, reason: 'client too slow; reload to catch up' })}\n\n`);
     }
     c.queue.push(chunk);
     this.flush(c);
@@ -172,6 +175,10 @@ export class LiveRelay {
   private flush(c: Client): void {
     if (c.writing) return;
     while (c.queue.length) {
+      if (c.dropped > 0) {
+        c.res.write(`event: dropped\ndata: ${JSON.stringify({ dropped: c.dropped, dropped_total: c.droppedTotal, reason: 'client too slow; reload to catch up' })}\n\n`);
+        c.dropped = 0;
+      }
       const ok = c.res.write(c.queue.shift()!);
       if (!ok) {
         c.writing = true;
@@ -202,7 +209,7 @@ export class LiveRelay {
       connection: 'keep-alive',
     });
     res.flushHeaders();
-    const c: Client = { filter, res, queue: [], writing: false };
+    const c: Client = { filter, res, queue: [], writing: false, dropped: 0, droppedTotal: 0 };
     this.clients.add(c);
     const resumeSeconds = Math.round(this.opts.resumeWindowMs / 1000);
     c.queue.push(`retry: 2000\nevent: hello\ndata: ${JSON.stringify({ id: `${this.boot}-${this.seq}`, resume_window_seconds: resumeSeconds })}\n\n`);
