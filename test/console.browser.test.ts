@@ -81,15 +81,27 @@ describe('console in Chromium', () => {
     expect(await b.page.getAttribute('#fleet-total [data-gpus]', 'data-gpus')).toBe('247');
     // Paged: 100 + 100 + 47 rows, every uuid once.
     const seen = new Set<string>();
+    let first = '';
     for (let page = 0; page < 3; page++) {
-      await b.page.waitForFunction((n) => document.querySelectorAll('table.gpus tbody tr').length === n, page < 2 ? 100 : 47);
-      for (const u of await b.page.$$eval('table.gpus tbody tr', (rows) => rows.map((r) => r.getAttribute('data-uuid')!))) seen.add(u);
+      // The next page is on screen: another first row, and its row count.
+      await b.page.waitForFunction(
+        ([n, prev]) => {
+          const rows = document.querySelectorAll('table.gpus tbody tr');
+          return rows.length === n && rows[0].getAttribute('data-uuid') !== prev;
+        },
+        [page < 2 ? 100 : 47, first] as const,
+      );
+      const uuids = await b.page.$$eval('table.gpus tbody tr', (rows) => rows.map((r) => r.getAttribute('data-uuid')!));
+      first = uuids[0];
+      for (const u of uuids) seen.add(u);
       if (page < 2) await b.page.click('#next-page');
     }
     expect(seen.size).toBe(247);
-    await b.page.goto(`${stack.queryUrl}/#/fleet`);
+    await b.page.click('header nav a[href="#/upload"]');
+    await b.page.click('header nav a[href="#/fleet"]');
     await b.page.waitForSelector('table.gpus tbody tr');
-    await b.page.waitForTimeout(500);
+    await b.page.evaluate(() => scrollTo(0, 0));
+    await b.page.waitForTimeout(1500); // sparklines
     await shot('fleet');
   });
 
@@ -115,6 +127,28 @@ describe('console in Chromium', () => {
     }
     expect(await b.page.locator('.chart canvas').count()).toBeGreaterThanOrEqual(expected.length);
     await shot('gpu');
+
+    // Drag across the sample's instant on a chart: the window is refetched and its raw rows listed.
+    const over = b.page.locator('.chart[data-metric="DCGM_FI_DEV_GPU_UTIL"] .u-over');
+    await over.scrollIntoViewIfNeeded();
+    const box = (await over.boundingBox())!;
+    const seriesWindows = () =>
+      b.requests.filter((u) => u.includes(`/api/v1/gpus/${GPU}/series?`)).map((u) => {
+        const q = new URL(u).searchParams;
+        return Date.parse(q.get('end_time')!) - Date.parse(q.get('start_time')!);
+      });
+    const before = seriesWindows();
+    await b.page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2);
+    await b.page.mouse.down();
+    await b.page.mouse.move(box.x + box.width * 0.7, box.y + box.height / 2, { steps: 5 });
+    await b.page.mouse.up();
+    await b.page.waitForSelector('table.raw tbody tr');
+    expect(await b.page.$$eval('table.raw tbody tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent).sort())).toEqual(expected.map((r) => r.metric_name).sort());
+    // Refetched for the selected window (about 40 % of the data range), not the whole range.
+    const after = seriesWindows();
+    expect(after.length).toBeGreaterThan(before.length);
+    expect(after.at(-1)!).toBeLessThan(before.at(-1)! * 0.6);
+    expect(await b.page.locator('.toolbar button.on').count()).toBe(0); // a zoom window, no preset
   });
 
   it('a live point appears on the GPU page after an upload', async () => {

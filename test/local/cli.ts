@@ -97,10 +97,13 @@ async function demo(): Promise<void> {
     console.log(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s — the API is OPEN in the demo (set API_TOKENS to require bearer tokens)`);
     const status = await uploadFile(FIXTURE, { url: stack.uploadUrl, wait: true, out: process.stdout });
     if (status.state !== 'done') throw new Error(`upload ended in state ${status.state}: ${status.error ?? ''}`);
-    const gpus = await getJson(`${stack.queryUrl}/api/v1/gpus`);
+    // The GPU list is paged: the total is the sum over hosts.
+    const gpus = await getJson(`${stack.queryUrl}/api/v1/gpus?limit=1`);
+    const hosts = await getJson(`${stack.queryUrl}/api/v1/hosts?limit=1000`);
+    const gpuCount = hosts.hosts.reduce((n: number, h: { gpus: number }) => n + h.gpus, 0);
     const metrics = await getJson(`${stack.queryUrl}/api/v1/metrics`);
     const rows = metrics.metrics.reduce((n: number, m: { samples: number }) => n + m.samples, 0);
-    console.log(`\nGPUs: ${gpus.count}   rows stored: ${rows.toLocaleString()}   metrics: ${metrics.count}`);
+    console.log(`\nGPUs: ${gpuCount}   rows stored: ${rows.toLocaleString()}   metrics: ${metrics.count}`);
     const gpu = gpus.gpus[0];
     const telemetry = await getJson(`${stack.queryUrl}/api/v1/gpus/${encodeURIComponent(gpu.uuid)}/telemetry?limit=5`);
     console.log(`\nfirst rows of ${gpu.uuid} (${gpu.hostname}, ${gpu.device}, ${gpu.model_name}):`);
