@@ -200,6 +200,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/healthz',
     operationId: 'healthz',
+    security: [],
     summary: 'Liveness (always 200 while the process runs)',
     responses: { 200: json(healthSchema, 'Alive.') },
   });
@@ -207,6 +208,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/readyz',
     operationId: 'readyz',
+    security: [],
     summary: 'Readiness: ClickHouse and NATS reachable',
     responses: { 200: json(healthSchema, 'Ready.'), 503: json(healthSchema, 'A dependency is unreachable; `problems` says which.') },
   });
@@ -214,12 +216,14 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/metrics',
     operationId: 'prometheusMetrics',
+    security: [],
     summary: 'Prometheus metrics',
     responses: { 200: { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } } } } },
   });
 
-  return new OpenApiGeneratorV3(registry.definitions, { sortComponents: 'alphabetically' }).generateDocument({
+  return typedNullable(new OpenApiGeneratorV3(registry.definitions, { sortComponents: 'alphabetically' }).generateDocument({
     openapi: '3.0.3',
+    servers: [{ url: '/', description: 'The query function (or a gateway in front of it).' }],
     info: {
       title: 'GPU telemetry query API',
       version: '1.0.0',
@@ -227,7 +231,25 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
         'Read API over the telemetry stored in ClickHouse. Timestamps are RFC 3339 in UTC. Errors share one envelope: ' +
         '`{"error":{"code","message","details?"}}`. Unknown routes give 404, wrong methods 405.',
     },
-  });
+  }));
+}
+
+/**
+ * zod-to-openapi renders `z.unknown()` as `{ nullable: true }`, which OpenAPI 3.0 does not allow
+ * without a `type` (linters report it). A schema without a type already admits any JSON value
+ * but null; dropping the stray `nullable` keeps the document valid and the meaning closest.
+ */
+export function typedNullable<T>(doc: T): T {
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (node && typeof node === 'object') {
+      const o = node as Record<string, unknown>;
+      if (o.nullable === true && o.type === undefined && o.$ref === undefined && !o.allOf && !o.oneOf && !o.anyOf) delete o.nullable;
+      Object.values(o).forEach(visit);
+    }
+  };
+  visit(doc);
+  return doc;
 }
 
 /** The document as committed: stable formatting with a trailing newline. */
