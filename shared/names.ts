@@ -47,8 +47,17 @@ export const CLICKHOUSE_TABLES = {
   gpus: 'gpus',
   metrics: 'metric_stats',
   batches: 'collected_batches',
-  /** Per-minute, per-hour and per-day aggregates of de-duplicated samples (see migrations.ts). */
+  /** Per stored batch, the (uuid, minute) buckets it touched: what collect recomputes. */
+  batchKeys: 'batch_keys',
+  /** Exact aggregates of de-duplicated samples per (uuid, metric, bucket); read with FINAL. */
   rollup1m: 'rollup_1m',
   rollup1h: 'rollup_1h',
   rollup1d: 'rollup_1d',
 } as const;
+
+/** Rollup levels, finest first: table and bucket width in seconds (epoch-aligned UTC buckets). */
+export const ROLLUP_LEVELS = [
+  { table: CLICKHOUSE_TABLES.rollup1m, seconds: 60 },
+  { table: CLICKHOUSE_TABLES.rollup1h, seconds: 3600 },
+  { table: CLICKHOUSE_TABLES.rollup1d, seconds: 86_400 },
+] as const;

@@ -8,12 +8,12 @@ import { parseEnv, type ClickHouseConfig } from '../shared/config.ts';
 import type { HttpHandler } from '../shared/http.ts';
 import { closeSharedNats, connectNats } from '../shared/nats.ts';
 import { provisionClickHouse } from '../shared/provision.ts';
+import { recomputeRollups } from '../functions/collect/rollups.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { createQueryHandler } from '../functions/query/index.ts'; // registers 'query' with the Functions Framework
 import { gpuPageSchema } from '../functions/query/fleet-schemas.ts';
 import { metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
 import { fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
-import { rebuildRollups } from './support/rollups.ts';
 import { freePort } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 
@@ -117,7 +117,10 @@ beforeAll(async () => {
   await provisionClickHouse(admin, DB);
   await provisionClickHouse(admin, EMPTY_DB);
   expect(await insertFixture(admin, DB, { uploadId: 'fixture-upload' })).toBe(2470);
-  await rebuildRollups(admin, DB);
+  // What collect does after storing batches: the rollups /api/v1/gpus and /api/v1/metrics read.
+  const db = clickhouseClient(chConfig);
+  clients.push(db);
+  await recomputeRollups(db, Array.from({ length: 5 }, (_, i) => `fixture-upload.0.${i}`));
   api = await startQuery();
   secured = await startQuery({ API_TOKENS: 'reader-token:read,uploader-token:upload' });
 }, 120_000);

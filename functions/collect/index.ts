@@ -14,6 +14,7 @@ import { sharedNats } from '../../shared/nats.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
+import { recomputeRollups } from './rollups.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.
@@ -25,6 +26,7 @@ import { collectEnv, type CollectConfig } from './config.ts';
 //    republished after the stream's duplicate window;
 // 3. a batch another loop of this process is inserting right now is not inserted again
 //    (claims.ts: after a NATS crash copies arrive concurrently, before 2. can see them).
+// Then the rollup buckets the fetch's batches touched are recomputed (rollups.ts), before the ack.
 // An INSERT is a single block (no parallel parsing; the Native blocks of its batches squashed into
 // one by min_insert_block_size_rows) into an unpartitioned table, so each group is stored entirely
 // or not at all: a batch id present means all its rows are (test/collect.test.ts checks one part
@@ -186,10 +188,14 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
       const now = await storedIds(claim.busy.map((b) => b.id));
       todo = claim.busy.filter((b) => !now.has(b.id));
     }
-    // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
     const refused = new Set(poison.map((p) => p.index));
+    const done = batches.filter((b) => !refused.has(b.index));
+    // Rollups of every stored batch, including ones found already stored: a crash between their
+    // insert and this recompute is repaired by the redelivery (recomputing is idempotent).
+    await recomputeRollups(ch, done.map((b) => b.id));
+    // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
     const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
-    await Promise.all(batches.filter((b) => !refused.has(b.index)).map((b) => kv.put(b.id, String(b.rows))));
+    await Promise.all(done.map((b) => kv.put(b.id, String(b.rows))));
     return { poison };
   };
 }

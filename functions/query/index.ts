@@ -14,8 +14,10 @@ import { DOCS_HTML } from './docs.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
 import { checkWindow, untilClientLeaves } from './requests.ts';
-import { gpuPathParams, noQuery, summaryQuery, telemetryQuery, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
+import { gpuPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
+import { gpuSeries } from './series.ts';
 import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { uploadDuplicates } from './uploads.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
 // parameter, even for an unknown GPU), then existence (404 for a GPU never seen), then the data
@@ -114,6 +116,10 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     },
 
     exists: (uuid: string, signal?: AbortSignal) => gpuExists(deps.clickhouse(), uuid, signal),
+    series: (uuid, query, signal) => {
+      checkWindow(query);
+      return gpuSeries(deps.clickhouse(), uuid, query, signal);
+    },
   };
 
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
@@ -126,6 +132,18 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: summaryQuery, url });
     sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.summary(path.uuid, query, signal)));
+  }
+
+  async function series(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: seriesQuery, url, repeatable: ['metric'] });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.series(path.uuid, query, signal)));
+  }
+
+  async function duplicates(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path } = validateRequest({ schema: uploadPathParams, values: params }, { schema: noQuery, url });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => uploadDuplicates(deps.clickhouse(), path.id, signal)));
   }
 
   async function metrics(req: Req, res: Res, url: URL) {
@@ -162,6 +180,8 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       ...graphqlRoutes({ fleet, reads, cursors, limits }, needRead),
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/series', handle: series },
+      { method: 'GET', path: '/api/v1/uploads/{id}/duplicates', handle: duplicates },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
       { method: 'GET', path: '/openapi.json', handle: document },
       { method: 'GET', path: '/docs', handle: docs },

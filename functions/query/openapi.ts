@@ -7,10 +7,15 @@ import {
   gpuPathParams,
   healthSchema,
   metricListSchema,
+  noQuery,
+  seriesQuery,
+  seriesSchema,
   summaryQuery,
   summarySchema,
   telemetryQuery,
   telemetrySchema,
+  uploadDuplicatesSchema,
+  uploadPathParams,
 } from './schemas.ts';
 
 // The OpenAPI document, generated from the very schemas the handlers validate with.
@@ -149,6 +154,46 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
 
   registry.registerPath({
     method: 'get',
+    path: '/api/v1/gpus/{uuid}/series',
+    operationId: 'gpuSeries',
+    summary: 'Downsampled series of one GPU',
+    description:
+      'Per metric, epoch-aligned UTC buckets of `step` ({t, count, min, max, avg, last}) over the de-duplicated samples; ' +
+      'buckets are whole (the first starts at start_time rounded down to the step). Served from the coarsest rollup ' +
+      '(1 min, 1 h, 1 d) whose width divides the step, from raw samples otherwise; `source` says which. ' +
+      'At most 10 metrics and 10,000 buckets per metric.',
+    security,
+    request: { params: gpuPathParams, query: seriesQuery },
+    responses: {
+      200: json(seriesSchema, 'One series per requested metric (points empty when the window holds none).'),
+      400: badParam('bad metric, timestamp, step or max_points, start_time after end_time, too many buckets, unknown parameter'),
+      ...authErrors,
+      404: error('No telemetry was ever stored for this GPU.'),
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/uploads/{id}/duplicates',
+    operationId: 'uploadDuplicates',
+    summary: 'How many rows of an upload were already stored',
+    description:
+      'Computed on demand from the stored samples: rows of the upload whose sample (uuid, metric_name, timestamp) was stored ' +
+      'before them, and samples of it a later upload replaced (the later upload wins).',
+    security,
+    request: { params: uploadPathParams, query: noQuery },
+    responses: {
+      200: json(uploadDuplicatesSchema, 'Counts for the upload.'),
+      400: badParam('bad upload id, unknown parameter'),
+      ...authErrors,
+      404: error('No row of this upload is stored.'),
+      ...storeError,
+    },
+  });
+
+  registry.registerPath({
+    method: 'get',
     path: '/api/v1/metrics',
     operationId: 'listMetrics',
     summary: 'Every metric name with totals',
@@ -161,7 +206,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'post',
     path: '/graphql',
     operationId: 'graphql',
-    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, summary, flags }, metrics, top, anomalies)',
+    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, series, summary, flags }, metrics, top, anomalies)',
     description:
       'GraphQL over HTTP (graphql-http). Arguments are validated by the same rules as the REST parameters (errors name the ' +
       'argument); same bearer scope (`read`). Queries nested deeper than 6 levels or whose lists could return more than ' +

@@ -99,6 +99,63 @@ export type TelemetryQuery = z.output<ReturnType<typeof telemetryQuery>>;
 export const summaryQuery = z.strictObject({ start_time: startTime, end_time: endTime, metric: metricParam });
 export type SummaryQuery = z.output<typeof summaryQuery>;
 
+export const uploadPathParams = z.object({
+  id: z
+    .string()
+    .regex(/^[\w-]{1,128}$/, 'must be an upload id (letters, digits, _ and -, at most 128)')
+    .meta({ description: 'Upload id, as returned by POST /api/v1/uploads.', example: '0198a3e2-4b1c-7d2e-9f10-1a2b3c4d5e6f' }),
+});
+
+// Series: bounded so one answer stays small whatever the window (≤ 10 metrics × 10,000 buckets).
+export const SERIES_LIMITS = { maxMetrics: 10, maxBuckets: 10_000, defaultMaxPoints: 1000, minStepSeconds: 1, maxStepSeconds: 3650 * 86_400 } as const;
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** `30s`, `1m`, `5m`, `1h`, `1d` or plain seconds → seconds; a message when it is not one. */
+export function parseStep(text: string): number | string {
+  const m = /^([0-9]{1,10})([smhd]?)$/.exec(text);
+  const seconds = m ? Number(m[1]) * UNIT_SECONDS[m[2] || 's'] : NaN;
+  if (!(seconds >= SERIES_LIMITS.minStepSeconds && seconds <= SERIES_LIMITS.maxStepSeconds)) {
+    return `must be a duration like 30s, 1m, 5m, 1h or 1d (or whole seconds), from 1s to ${SERIES_LIMITS.maxStepSeconds / 86_400}d`;
+  }
+  return seconds;
+}
+
+export const seriesQuery = z.strictObject({
+  metric: z
+    .array(z.string().min(1, 'must not be empty').max(128, 'is longer than 128 characters'))
+    .min(1, 'is required (repeat it for several metrics)')
+    .max(SERIES_LIMITS.maxMetrics, `may be given at most ${SERIES_LIMITS.maxMetrics} times`)
+    .meta({ description: `Metric name; repeat for up to ${SERIES_LIMITS.maxMetrics} metrics.`, example: ['DCGM_FI_DEV_GPU_UTIL'] }),
+  start_time: timeParam('up', 'Window start (inclusive). Default: end_time − 24 h. Rounded down to the step: buckets are whole.', '2025-07-18T00:00:00Z'),
+  end_time: timeParam("down", "Window end (inclusive). Default: the GPU's last sample (so historical imports chart).", '2025-07-18T23:59:59Z'),
+  step: z
+    .string()
+    .transform((s, ctx) => {
+      const seconds = parseStep(s);
+      if (typeof seconds === 'string') {
+        ctx.addIssue({ code: 'custom', message: seconds });
+        return z.NEVER;
+      }
+      return seconds;
+    })
+    .optional()
+    .meta({ description: 'Bucket width (`30s`, `1m`, `5m`, `1h`, `1d`, or whole seconds); buckets are epoch-aligned in UTC. Not with max_points.', example: '1m' }),
+  max_points: z
+    .string()
+    .regex(/^\+?[0-9]{1,10}$/, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`)
+    .transform(Number)
+    .pipe(z.number().int().min(1, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`).max(SERIES_LIMITS.maxBuckets, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`))
+    .optional()
+    .meta({
+      description: 'Without step: the smallest step of the ladder 1s, 2s, 5s, 10s, 15s, 30s, 1m, 2m, 5m, 10m, 15m, 30m, 1h, 2h, 3h, 6h, 12h, 1d (then whole days) giving at most this many buckets per metric.',
+      type: 'integer',
+      minimum: 1,
+      maximum: SERIES_LIMITS.maxBuckets,
+      default: SERIES_LIMITS.defaultMaxPoints,
+    }),
+});
+export type SeriesQuery = z.output<typeof seriesQuery>;
+
 /** Routes without parameters still reject unknown ones (a typo should not be silently ignored). */
 export const noQuery = z.strictObject({});
 
@@ -118,7 +175,7 @@ export const gpuSchema = z
     hostname: z.string(),
     first_seen: timestamp('Earliest sample'),
     last_seen: timestamp('Latest sample'),
-    samples: count('Stored samples of this GPU.'),
+    samples: count('Distinct samples of this GPU (a sample stored twice counts once).'),
     metrics: z.array(z.string()).meta({ description: 'Metric names with samples, sorted.' }),
   })
   .meta({ id: 'Gpu' });
@@ -186,8 +243,8 @@ export const summarySchema = z
 export const metricStatSchema = z
   .object({
     metric_name: z.string(),
-    samples: count('Stored samples of this metric.'),
-    gpus: count('Distinct GPUs reporting it (HyperLogLog estimate, exact for small sets).'),
+    samples: count('Distinct samples of this metric (a sample stored twice counts once).'),
+    gpus: count('Distinct GPUs reporting it (exact, from rollup_1d).'),
     min: z.number(),
     max: z.number(),
     avg: z.number(),
@@ -199,6 +256,40 @@ export const metricStatSchema = z
 export const metricListSchema = z
   .object({ metrics: z.array(metricStatSchema).meta({ description: 'Ordered by metric_name.' }), count: count('Number of metrics.') })
   .meta({ id: 'MetricList' });
+
+export const seriesPointSchema = z
+  .object({
+    t: timestamp('Bucket start'),
+    count: count('Distinct samples in the bucket.'),
+    min: z.number(),
+    max: z.number(),
+    avg: z.number(),
+    last: z.number().meta({ description: 'Value of the latest sample in the bucket.' }),
+  })
+  .meta({ id: 'SeriesPoint' });
+
+export const seriesSchema = z
+  .object({
+    uuid: z.string(),
+    start_time: timestamp('Window start used'),
+    end_time: timestamp('Window end used'),
+    step: z.string().meta({ description: 'Bucket width used, e.g. `1m`.', example: '1m' }),
+    step_seconds: z.number().int().min(1),
+    source: z.enum(['rollup_1m', 'rollup_1h', 'rollup_1d', 'raw']).meta({ description: 'What served the buckets: the coarsest rollup whose width divides the step, raw samples otherwise.' }),
+    series: z
+      .array(z.object({ metric: z.string(), points: z.array(seriesPointSchema).meta({ description: 'In time order; empty buckets are omitted.' }) }))
+      .meta({ description: 'One entry per requested metric, in request order.' }),
+  })
+  .meta({ id: 'Series' });
+
+export const uploadDuplicatesSchema = z
+  .object({
+    upload_id: z.string(),
+    rows_stored: count("The upload's rows in storage (every copy, before collapsing)."),
+    already_present: count('Rows of it whose sample (uuid, metric, timestamp) had been stored before them (by an earlier upload or an earlier line).'),
+    superseded: count('Samples of it whose value a later upload replaced (the later upload wins).'),
+  })
+  .meta({ id: 'UploadDuplicates' });
 
 // The error envelope and probe bodies are the same for every HTTP function (shared/http.ts).
 export { errorSchema, healthSchema } from '../../shared/api-schemas.ts';

@@ -4,8 +4,15 @@ import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import type { CursorKey } from './cursor.ts';
 
 // Every query the API runs; values only ever travel as bound {name:Type} parameters. The GPU and
-// metric listings read the small aggregate tables the materialized views maintain, never samples;
-// per-GPU reads hit samples' primary key prefix (uuid, timestamp).
+// metric listings read the small aggregate tables the materialized views maintain and rollup_1d,
+// never samples; per-GPU reads hit samples' primary key prefix (uuid, timestamp).
+// A sample's identity is (uuid, metric_name, timestamp): every read of samples collapses copies,
+// keeping the row with the greatest (received_at, batch_id, line) — the later upload wins.
+
+/** Orders the copies of one sample so that the winner comes first (for LIMIT 1 BY). */
+export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
+/** The winning copy's value of a column, in a GROUP BY over the identity. */
+export const latestCopy = (column: string) => `argMax(${column}, (received_at, batch_id, line))`;
 
 export const SETTINGS: ClickHouseSettings = {
   // Counts as JSON numbers, not strings (all stay far below 2^53).
@@ -30,6 +37,9 @@ export async function rows<T>(
     return result.json<T>();
   }, signal);
 }
+
+/** Runs a read with the API's settings (JSON numbers, ISO timestamps) and one retry on a closed connection. */
+export const selectRows = rows;
 
 export interface GpuRow {
   uuid: string;
@@ -98,7 +108,10 @@ export interface SampleRow {
   line: number;
 }
 
-/** One page of samples in (timestamp, metric_name, batch_id, line) order, strictly after `after`. */
+/**
+ * One page of samples in (timestamp, metric_name) order, strictly after `after`, duplicates
+ * collapsed (one row per identity: within one GPU, (timestamp, metric_name) is the identity).
+ */
 export function telemetryPage(
   client: ClickHouseClient,
   w: Window,
@@ -109,10 +122,10 @@ export function telemetryPage(
   let keyset = '';
   if (page.after) {
     // The plain `timestamp >=` lets the primary key skip to the cursor; the tuple decides exactly.
+    // It compares whole identities, so every copy of the cursor's sample is behind it.
     keyset = ` AND timestamp >= fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC')
-      AND (timestamp, metric_name, batch_id, line) >
-          (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_metric:String}, {after_batch:String}, {after_line:UInt32})`;
-    Object.assign(params, { after_ts: clamp(page.after.ts), after_metric: page.after.metric, after_batch: page.after.batch, after_line: page.after.line });
+      AND (timestamp, metric_name) > (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_metric:String})`;
+    Object.assign(params, { after_ts: clamp(page.after.ts), after_metric: page.after.metric });
   }
   return rows<SampleRow>(
     client,
@@ -120,7 +133,8 @@ export function telemetryPage(
        container, pod, namespace, labels_raw, labels, batch_id, line
      FROM ${T.samples}
      WHERE ${where}${keyset}
-     ORDER BY timestamp, metric_name, batch_id, line
+     ORDER BY timestamp, metric_name, ${LATEST_COPY_FIRST}
+     LIMIT 1 BY timestamp, metric_name
      LIMIT {limit:UInt32}`,
     { ...params, limit: page.limit },
     signal,
@@ -142,11 +156,12 @@ export function gpuSummary(client: ClickHouseClient, w: Window, signal?: AbortSi
   const { where, params } = windowFilter(w);
   return rows<MetricSummaryRow>(
     client,
-    `SELECT toString(metric_name) AS metric_name, count() AS count, min(value) AS min, max(value) AS max,
-       avg(value) AS avg, min(timestamp) AS first_timestamp, max(timestamp) AS last_timestamp,
-       argMax(value, timestamp) AS last_value
-     FROM ${T.samples}
-     WHERE ${where}
+    `SELECT toString(metric_name) AS metric_name, count() AS count, min(v) AS min, max(v) AS max,
+       avg(v) AS avg, min(ts) AS first_timestamp, max(ts) AS last_timestamp, argMax(v, ts) AS last_value
+     FROM (
+       SELECT metric_name, timestamp AS ts, ${latestCopy('value')} AS v
+       FROM ${T.samples} WHERE ${where} GROUP BY metric_name, timestamp
+     )
      GROUP BY metric_name ORDER BY metric_name`,
     params,
     signal,
@@ -167,10 +182,18 @@ export interface MetricStatRow {
 export function listMetrics(client: ClickHouseClient, signal?: AbortSignal): Promise<MetricStatRow[]> {
   return rows<MetricStatRow>(
     client,
-    `SELECT metric_name, sum(samples) AS samples, uniqMerge(gpus) AS gpus,
-       min(min_value) AS min, max(max_value) AS max, sum(sum_value) / sum(samples) AS avg,
-       min(first_seen) AS first_seen, max(last_seen) AS last_seen
-     FROM ${T.metrics} GROUP BY metric_name ORDER BY metric_name`,
+    // Values from rollup_1d (exact over de-duplicated samples, the later upload's value);
+    // first/last seen from metric_stats (which timestamps exist does not depend on duplicates).
+    `SELECT metric_name, samples, gpus, min, max, avg, first_seen, last_seen
+     FROM (
+       SELECT toString(metric_name) AS metric_name, sum(count) AS samples, uniqExact(uuid) AS gpus,
+         min(min) AS min, max(max) AS max, sum(sum) / sum(count) AS avg
+       FROM ${T.rollup1d} FINAL GROUP BY metric_name
+     ) AS r
+     INNER JOIN (
+       SELECT metric_name, min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM ${T.metrics} GROUP BY metric_name
+     ) AS m USING (metric_name)
+     ORDER BY metric_name`,
     {},
     signal,
   );
