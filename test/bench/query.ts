@@ -1,4 +1,4 @@
-// npm run bench:query [-- --gpus 10000 --days 7 --metrics 2 --requests 320 --concurrency 32 --memory-gpus 100000]
+// npm run bench:query [-- --gpus 10000 --days 7 --metrics 2 --requests 320 --concurrency 32 --memory-gpus 100000 --data DIR]
 // Fleet-scale reads, in one run on one ClickHouse engine (chdb served over HTTP):
 //  1. builds a fleet straight in ClickHouse with INSERT … SELECT FROM numbers(): `gpus` GPUs
 //     reporting `metrics` metrics every 10 s for `days` days (the inventory and metric stats fill
@@ -9,7 +9,7 @@
 //     (the route's own query functions) straight to ClickHouse from this process, and prints
 //     p50/p99 of both and the p99 ratio;
 //  3. walks `memory-gpus` GPUs (inventory only, another database) with /api/v1/gpus?limit=1000
-//     and prints the query process's peak RSS against a walk of 1,000 GPUs.
+//     and prints the query process's peak RSS against a walk of a tenth of them.
 // Wrap it in `flock /tmp/gputel-bench.lock` on a shared machine.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -37,6 +37,8 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '320' },
     concurrency: { type: 'string', default: '32' },
     'memory-gpus': { type: 'string', default: '100000' },
+    /** Keep ClickHouse's data here and reuse a fleet already built there (skips step 1). */
+    data: { type: 'string' },
   },
 });
 const GPUS = Number(values.gpus);
@@ -162,15 +164,20 @@ async function getJson(url: string, init?: RequestInit): Promise<unknown> {
 }
 
 async function main() {
-  const work = mkdtempSync(join(tmpdir(), 'gputel-bench-query-'));
+  const work = values.data ?? mkdtempSync(join(tmpdir(), 'gputel-bench-query-'));
   const clickhouse = await startClickHouse({ dataDir: join(work, 'clickhouse') });
   const ch = clickhouseClient({ CLICKHOUSE_URL: clickhouse.url, CLICKHOUSE_USER: 'default', CLICKHOUSE_PASSWORD: '', CLICKHOUSE_DATABASE: DB }, { database: null });
   const procs: ChildProcess[] = [];
   try {
-    console.log(`building the fleet in ClickHouse (${fmt(GPUS * STEPS * METRICS.length)} samples planned)`);
     await provisionClickHouse(ch, DB);
-    await build(ch);
-    await ch.command({ query: `OPTIMIZE TABLE ${DB}.${T.gpus} FINAL` });
+    const [{ n }] = await (await ch.query({ query: `SELECT count() AS n FROM ${DB}.${T.samples}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<{ n: number }>();
+    if (n > 0) {
+      console.log(`reusing the fleet in ${work}: ${fmt(n)} samples`);
+    } else {
+      console.log(`building the fleet in ClickHouse (${fmt(GPUS * STEPS * METRICS.length)} samples planned)`);
+      await build(ch);
+      await ch.command({ query: `OPTIMIZE TABLE ${DB}.${T.gpus} FINAL` });
+    }
 
     const api = startQuery(clickhouse.url, DB, await freePort());
     procs.push(api.proc);
@@ -223,6 +230,7 @@ async function main() {
 
     // Memory: walk a large inventory page by page.
     const memGpus = Number(values['memory-gpus']);
+    await ch.command({ query: `DROP DATABASE IF EXISTS ${MEMORY_DB}` });
     await provisionClickHouse(ch, MEMORY_DB);
     await ch.command({
       query: `INSERT INTO ${MEMORY_DB}.${T.gpus} SELECT concat('GPU-mem-', leftPad(toString(number), 7, '0')), toString(number % 8), 'nvidia0',
@@ -244,14 +252,14 @@ async function main() {
       } while (cursor);
       return { seen, rss: peakRssMiB(inv.proc.pid), s: secs(t0) };
     };
-    const small = await walk(1000);
+    const small = await walk(Math.min(10_000, memGpus / 10));
     const large = await walk(memGpus);
     console.log(`\nquery process peak RSS walking /api/v1/gpus?limit=1000: ${fmt(small.seen)} GPUs ${small.rss.toFixed(0)} MiB (${small.s} s); ${fmt(large.seen)} GPUs ${large.rss.toFixed(0)} MiB (${large.s} s)`);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
     await ch.close();
     await clickhouse.stop();
-    rmSync(work, { recursive: true, force: true });
+    if (!values.data) rmSync(work, { recursive: true, force: true });
   }
 }
 
