@@ -52,7 +52,7 @@ export const CLICKHOUSE_TABLES = {
   gpus: 'gpus',
   metrics: 'metric_stats',
   batches: 'collected_batches',
-  /** Per stored batch, the (uuid, metric, minute) buckets it touched: what collect recomputes. */
+  /** Per stored batch, the (uuid, minute) buckets it touched: what collect recomputes. */
   batchKeys: 'batch_keys',
   /** Exact aggregates of de-duplicated samples per (uuid, metric, bucket); read with FINAL. */
   rollup1m: 'rollup_1m',

@@ -9,14 +9,14 @@ import { provisionClickHouse } from '../shared/provision.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { anomalyPageSchema, gpuPageSchema, hostPageSchema, topSchema } from '../functions/query/fleet-schemas.ts';
 import { createQueryHandler } from '../functions/query/index.ts';
-import { fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
-import { rebuildRollups } from './support/rollups.ts';
+import { clickhouseTimestamp, fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
+import { recomputeRollups } from '../functions/collect/rollups.ts';
 import { startClickHouse, type RunningServer } from './support/servers.ts';
 import { HEADER } from './support/csv.ts';
 
 // The fleet routes against a real ClickHouse: the real DCGM fixture (listings, hosts, top, with
 // oracles computed from the CSV) and crafted CSV files for every health flag, including files
-// where a flag must not fire. Rollups are rebuilt from the samples as the contract defines them.
+// where a flag must not fire. Rollups are recomputed by collect's code after each insert.
 
 const FIXTURE_DB = 'fleet_fixture';
 const FLAGS_DB = 'fleet_flags';
@@ -105,12 +105,17 @@ beforeAll(async () => {
   const admin = clickhouseClient(chConfig, { database: null });
   clients.push(admin);
   for (const db of [FIXTURE_DB, FLAGS_DB]) await provisionClickHouse(admin, db);
+  /** Inserts rows as collect would, then recomputes the rollups of their batches (collect's own code). */
+  const store = async (db: string, uploadId: string, rows: FixtureRow[], receivedAt?: string) => {
+    await insertFixture(admin, db, { uploadId, rows, receivedAt });
+    const client = clickhouseClient(chConfig, { database: db });
+    clients.push(client);
+    await recomputeRollups(client, Array.from({ length: Math.ceil(rows.length / 500) }, (_, i) => `${uploadId}.0.${i}`));
+  };
   // The fixture twice (a re-sent file): every answer below must be as if it was stored once.
-  await insertFixture(admin, FIXTURE_DB, { uploadId: 'first' });
-  await insertFixture(admin, FIXTURE_DB, { uploadId: 'again', receivedAt: '2025-07-20 00:00:00.000' });
-  await rebuildRollups(admin, FIXTURE_DB);
-  for (const [i, s] of Object.values(SCENARIOS).entries()) await insertFixture(admin, FLAGS_DB, { uploadId: `flags-${i}`, rows: csvRows(craftedCsv(s)) });
-  await rebuildRollups(admin, FLAGS_DB);
+  await store(FIXTURE_DB, 'first', fixtureRows());
+  await store(FIXTURE_DB, 'again', fixtureRows(), clickhouseTimestamp(new Date(Date.now() + 60_000).toISOString()));
+  for (const [i, s] of Object.values(SCENARIOS).entries()) await store(FLAGS_DB, `flags-${i}`, csvRows(craftedCsv(s)));
   [api, flagsApi] = await Promise.all([startQuery(FIXTURE_DB), startQuery(FLAGS_DB, { FLAGS_WINDOW_S: '1800' })]);
 }, 180_000);
 
@@ -179,6 +184,10 @@ describe('GET /api/v1/gpus (paged, filtered)', () => {
     expect(again.status).toBe(304);
     expect(again.headers.get('etag')).toBe(etag);
     expect((await get(api, '/api/v1/gpus?limit=6', { 'if-none-match': etag })).status).toBe(200);
+    // next_cursor is re-signed every second; the page, and so the tag, stays the same.
+    await new Promise((r) => setTimeout(r, 1100));
+    const later = await get(api, '/api/v1/gpus?limit=5', { 'if-none-match': etag });
+    expect(later.status).toBe(304);
   });
 
   it('refuses bad parameters and cursors of other filters or routes, naming the parameter', async () => {
@@ -414,6 +423,20 @@ describe('GraphQL /graphql', () => {
     expect(body.data.gpu.flags.map((f: { kind: string }) => f.kind)).toEqual(listed.flags);
     expect(body.data.unknown).toBeNull();
     expect(body.data.metrics).toHaveLength(10);
+  });
+
+  it('resolves gpu(uuid) { series } exactly as GET /series (rollup and raw steps)', async () => {
+    for (const step of ['1m', '30s']) {
+      const { body } = await gql(api, `{ gpu(uuid: "${GPU}") { series(metric: ["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_GPU_UTIL"], step: "${step}") {
+        uuid start_time end_time step step_seconds source series { metric points { t count min max avg last } } } } }`);
+      expect(body.errors).toBeUndefined();
+      const rest = await get(api, `/api/v1/gpus/${GPU}/series?metric=DCGM_FI_DEV_GPU_TEMP&metric=DCGM_FI_DEV_GPU_UTIL&step=${step}`);
+      expect(rest.status).toBe(200);
+      expect(body.data.gpu.series).toEqual(rest.body);
+      expect(body.data.gpu.series.series.map((s: { points: unknown[] }) => s.points.length)).toEqual([1, 1]);
+    }
+    const bad = await gql(api, `{ gpu(uuid: "${GPU}") { series(metric: [], step: "7q") { step } } }`);
+    expect(bad.body.errors[0].message).toMatch(/^metric .*; step must be a duration/);
   });
 
   it('validates arguments with the REST rules, naming the argument', async () => {

@@ -14,7 +14,6 @@ import { createQueryHandler } from '../functions/query/index.ts'; // registers '
 import { gpuPageSchema } from '../functions/query/fleet-schemas.ts';
 import { metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
 import { fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
-import { rebuildRollups } from './support/rollups.ts';
 import { freePort } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 

@@ -258,8 +258,20 @@ describe('OpenAPI document', () => {
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
-        '/api/v1/anomalies', '/api/v1/gpus', '/api/v1/gpus/{uuid}/series', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/hosts',
-        '/api/v1/metrics', '/api/v1/metrics/{metric}/top', '/api/v1/uploads/{id}/duplicates', '/graphql', '/healthz', '/metrics', '/openapi.json', '/readyz',
+        '/api/v1/anomalies',
+        '/api/v1/gpus',
+        '/api/v1/gpus/{uuid}/series',
+        '/api/v1/gpus/{uuid}/summary',
+        '/api/v1/gpus/{uuid}/telemetry',
+        '/api/v1/hosts',
+        '/api/v1/metrics',
+        '/api/v1/metrics/{metric}/top',
+        '/api/v1/uploads/{id}/duplicates',
+        '/graphql',
+        '/healthz',
+        '/metrics',
+        '/openapi.json',
+        '/readyz',
       ].sort(),
     );
     const series = doc.paths['/api/v1/gpus/{uuid}/series'].get.parameters;

@@ -104,7 +104,7 @@ async function answers(db: Db) {
       seriesRollup: await ok(db, `/api/v1/gpus/${uuid}/series?${metrics}&step=1m`),
     });
   }
-  return { gpus: await ok(db, '/api/v1/gpus'), metrics: await ok(db, '/api/v1/metrics'), perGpu };
+  return { gpus: await ok(db, '/api/v1/gpus?limit=1000'), metrics: await ok(db, '/api/v1/metrics'), perGpu };
 }
 
 // Received an hour ago: raw retention (30 days) runs on received_at.
@@ -329,6 +329,6 @@ describe('retention', () => {
     expect((await ok(db, `/api/v1/gpus/${uuid}/telemetry`)).data).toEqual([]);
     expect(await ok(db, `/api/v1/gpus/${uuid}/series?metric=${FIXTURE[0].metric_name}&step=1m`)).toEqual(series);
     expect(await count('SELECT sum(count) AS n FROM rollup_1d FINAL')).toBe(2470);
-    expect((await ok(db, '/api/v1/gpus')).gpus.find((g: { uuid: string }) => g.uuid === uuid).samples).toBe(10);
+    expect((await ok(db, '/api/v1/gpus?limit=1000')).gpus.find((g: { uuid: string }) => g.uuid === uuid).samples).toBe(10);
   });
 });

@@ -8,23 +8,23 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from '../../shared/names.ts';
 //   (received_at, batch_id, line): the later upload wins), rollup_1h from rollup_1m FINAL,
 //   rollup_1d from rollup_1h FINAL.
 // Touched buckets come from batch_keys (written by a view in the batch's own INSERT), so no step
-// scans samples beyond the touched (uuid, metric) keys and time range. A recompute writes a new
+// scans samples beyond the touched (uuid, minute) keys and time range. A recompute writes a new
 // version of each bucket (ReplacingMergeTree(updated_at = now64() at query start)): of two
 // concurrent recomputes of one bucket, the one that started later saw every insert committed
 // before it and wins, so the result is exact whatever the interleaving.
 
 const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
 
-/** The touched buckets of one level: `(uuid, metric_name, bucket start)` of the given batches. */
+/** The touched buckets of one level: `(uuid, bucket start)` of the given batches (every metric). */
 const touched = (seconds: number) =>
-  `keys AS (SELECT DISTINCT uuid, metric_name, toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS b
+  `keys AS (SELECT DISTINCT uuid, toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS b
      FROM ${T.batchKeys} WHERE batch_id IN {ids:Array(String)})`;
 
 /** Restricts a source table to the touched keys (primary key prefix and time range first). */
 const inTouched = (time: string, seconds: number) =>
   `uuid IN (SELECT uuid FROM keys)
      AND ${time} >= (SELECT min(b) FROM keys) AND ${time} < (SELECT max(b) FROM keys) + ${seconds}
-     AND (uuid, metric_name, toStartOfInterval(${time}, INTERVAL ${seconds} SECOND)) IN (SELECT uuid, metric_name, b FROM keys)`;
+     AND (uuid, toStartOfInterval(${time}, INTERVAL ${seconds} SECOND)) IN (SELECT uuid, b FROM keys)`;
 
 /** rollup_1m for the touched minutes, from samples with duplicates collapsed. */
 export function minuteRollupSql(): string {
@@ -34,13 +34,12 @@ export function minuteRollupSql(): string {
     SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
       count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
     FROM (
-      SELECT uuid, metric_name, timestamp AS ts,
-        argMax(value, (received_at, batch_id, line)) AS v,
-        argMax(hostname, (received_at, batch_id, line)) AS h,
-        argMax(model_name, (received_at, batch_id, line)) AS m
+      -- The winning copy of each sample (measured cheaper here than argMax per column).
+      SELECT uuid, metric_name, timestamp AS ts, value AS v, hostname AS h, model_name AS m
       FROM ${T.samples}
       WHERE ${inTouched('timestamp', seconds)}
-      GROUP BY uuid, metric_name, timestamp
+      ORDER BY uuid, metric_name, timestamp, received_at DESC, batch_id DESC, line DESC
+      LIMIT 1 BY uuid, metric_name, timestamp
     )
     GROUP BY uuid, metric_name, bucket`;
 }

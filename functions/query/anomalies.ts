@@ -111,11 +111,14 @@ export function anomalySql(r: AnomalyRequest, t: Thresholds): { query: string; p
         sumIf(nonzero, metric_name = {xid:String}) AS xid_minutes,
         minIf(gap_ms, n >= 2) AS interval_ms,
         toInt64(dateDiff('millisecond', max(last_t), fromUnixTimestamp64Milli({end:Int64}, 'UTC'))) AS silent_ms,
+        -- Raw samples are read only for GPUs idle without memory in use, where a pod decides.
         util_minutes > 0 AND util_max <= 0 AND uuid IN (
           SELECT uuid FROM ${T.samples}
           WHERE pod != '' AND ${rawWindow} AND uuid IN (
-            SELECT uuid FROM ${T.rollup1m} FINAL WHERE metric_name = {util:String} AND ${where.join(' AND ')}
-            GROUP BY uuid HAVING max(max) <= 0)) AS pod,
+            SELECT uuid FROM ${T.rollup1m} FINAL WHERE metric_name IN ({util:String}, {fb:String}) AND ${where.join(' AND ')}
+            GROUP BY uuid
+            HAVING countIf(metric_name = {util:String}) > 0 AND maxIf(max, metric_name = {util:String}) <= 0
+              AND maxIf(max, metric_name = {fb:String}) <= {idle_mib:Float64})) AS pod,
         arrayFilter(k -> k != '', [
           if(temp_minutes > 0 AND hot_minutes > 0 AND hot_minutes >= {share:Float64} * temp_minutes, 'thermal', ''),
           if(xid_minutes > 0, 'xid', ''),

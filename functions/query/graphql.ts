@@ -5,7 +5,7 @@ import type { CursorSigner } from './cursor.ts';
 import type { FleetService } from './fleet.ts';
 import { anomaliesQuery, gpusQuery, hostsQuery, LIST_LIMITS, metricPathParams, TOP_LIMITS, topQuery } from './fleet-schemas.ts';
 import { validateRequest } from './params.ts';
-import { gpuPathParams, noQuery, summaryQuery, telemetryQuery, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
+import { gpuPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, type SeriesQuery, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
 import type { Limits } from './config.ts';
 
 // graphql is imported by file: it has no `exports` map, so Node's ESM loader (which loads
@@ -27,6 +27,7 @@ export interface Reads {
   summary(uuid: string, query: SummaryQuery, signal?: AbortSignal): Promise<{ metrics: unknown[] }>;
   metrics(signal?: AbortSignal): Promise<{ metrics: unknown[] }>;
   exists(uuid: string, signal?: AbortSignal): Promise<boolean>;
+  series(uuid: string, query: SeriesQuery, signal?: AbortSignal): Promise<unknown>;
 }
 
 export const SDL = /* GraphQL */ `
@@ -60,9 +61,14 @@ type Gpu {
   uuid: String!
   telemetry(start_time: String, end_time: String, metric: String, limit: Int, cursor: String): TelemetryPage!
   summary(start_time: String, end_time: String, metric: String): [MetricSummary!]!
+  "Bucketed series (GET /api/v1/gpus/{uuid}/series): from rollups when the step allows, raw samples otherwise."
+  series(metric: [String!]!, start_time: String, end_time: String, step: String, max_points: Int): Series!
   "Anomalies of this GPU in the window (default: the last FLAGS_WINDOW_S of the fleet's data)."
   flags(start_time: String, end_time: String): [Anomaly!]!
 }
+type Series { uuid: String!, start_time: String!, end_time: String!, step: String!, step_seconds: Int!, source: String!, series: [MetricSeries!]! }
+type MetricSeries { metric: String!, points: [SeriesPoint!]! }
+type SeriesPoint { t: String!, count: Float!, min: Float!, max: Float!, avg: Float!, last: Float! }
 type TelemetryPage { count: Int!, data: [Sample!]!, next_cursor: String }
 type Sample {
   timestamp: String!, metric_name: String!, value: Float!, gpu_id: String!, device: String!, uuid: String!
@@ -91,6 +97,9 @@ const listDefaults = (limits: Limits): Record<string, number> => ({
   telemetry: limits.defaultLimit,
   summary: 64,
   metrics: 64,
+  // series { series { points } }: at most 10 metrics of at most 10,000 buckets.
+  series: 1,
+  points: 10_000,
 });
 
 /** Depth and cost of the operations of a document (fragments inlined), or why it is refused. */
@@ -129,7 +138,9 @@ export function checkLimits(doc: DocumentNode, limits: Limits): string | undefin
 /** GraphQL arguments as the query string the REST schemas validate. */
 function asUrl(args: Record<string, unknown>): URL {
   const url = new URL('http://graphql/');
-  for (const [k, v] of Object.entries(args)) if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
+  for (const [k, v] of Object.entries(args)) {
+    for (const one of Array.isArray(v) ? v : [v]) if (one !== undefined && one !== null) url.searchParams.append(k, String(one));
+  }
   return url;
 }
 
@@ -181,6 +192,8 @@ export function graphqlRoutes(
             answer(() => reads.telemetry(path.uuid, validateRequest(none, { schema: schemas.telemetry, url: asUrl(args) }).query)),
           summary: (args: Record<string, unknown>) =>
             answer(async () => (await reads.summary(path.uuid, validateRequest(none, { schema: summaryQuery, url: asUrl(args) }).query)).metrics),
+          series: (args: Record<string, unknown>) =>
+            answer(() => reads.series(path.uuid, validateRequest(none, { schema: seriesQuery, url: asUrl(args), repeatable: ['metric'] }).query)),
           flags: (args: Record<string, unknown>) =>
             answer(async () => {
               const q = validateRequest(none, { schema: schemas.anomalies, url: asUrl(args) }).query;

@@ -134,6 +134,10 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     },
 
     exists: (uuid: string, signal?: AbortSignal) => gpuExists(deps.clickhouse(), uuid, signal),
+    series: (uuid, query, signal) => {
+      checkWindow(query);
+      return gpuSeries(deps.clickhouse(), uuid, query, signal);
+    },
   };
 
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
@@ -151,8 +155,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   async function series(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: seriesQuery, url, repeatable: ['metric'] });
-    checkWindow(query);
-    sendJson(res, 200, await untilClientLeaves(res, (signal) => gpuSeries(deps.clickhouse(), path.uuid, query, signal)));
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.series(path.uuid, query, signal)));
   }
 
   async function duplicates(req: Req, res: Res, params: Record<string, string>, url: URL) {

@@ -206,7 +206,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'post',
     path: '/graphql',
     operationId: 'graphql',
-    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, summary, flags }, metrics, top, anomalies)',
+    summary: 'GraphQL over the same reads (gpus, hosts, gpu { telemetry, series, summary, flags }, metrics, top, anomalies)',
     description:
       'GraphQL over HTTP (graphql-http). Arguments are validated by the same rules as the REST parameters (errors name the ' +
       'argument); same bearer scope (`read`). Queries nested deeper than 6 levels or whose lists could return more than ' +
@@ -245,6 +245,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/healthz',
     operationId: 'healthz',
+    security: [],
     summary: 'Liveness (always 200 while the process runs)',
     responses: { 200: json(healthSchema, 'Alive.') },
   });
@@ -252,6 +253,7 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/readyz',
     operationId: 'readyz',
+    security: [],
     summary: 'Readiness: ClickHouse and NATS reachable',
     responses: { 200: json(healthSchema, 'Ready.'), 503: json(healthSchema, 'A dependency is unreachable; `problems` says which.') },
   });
@@ -259,12 +261,14 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
     method: 'get',
     path: '/metrics',
     operationId: 'prometheusMetrics',
+    security: [],
     summary: 'Prometheus metrics',
     responses: { 200: { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } } } } },
   });
 
-  return new OpenApiGeneratorV3(registry.definitions, { sortComponents: 'alphabetically' }).generateDocument({
+  return typedNullable(new OpenApiGeneratorV3(registry.definitions, { sortComponents: 'alphabetically' }).generateDocument({
     openapi: '3.0.3',
+    servers: [{ url: '/', description: 'The query function (or a gateway in front of it).' }],
     info: {
       title: 'GPU telemetry query API',
       version: '1.0.0',
@@ -272,7 +276,25 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
         'Read API over the telemetry stored in ClickHouse. Timestamps are RFC 3339 in UTC. Errors share one envelope: ' +
         '`{"error":{"code","message","details?"}}`. Unknown routes give 404, wrong methods 405.',
     },
-  });
+  }));
+}
+
+/**
+ * zod-to-openapi renders `z.unknown()` as `{ nullable: true }`, which OpenAPI 3.0 does not allow
+ * without a `type` (linters report it). A schema without a type already admits any JSON value
+ * but null; dropping the stray `nullable` keeps the document valid and the meaning closest.
+ */
+export function typedNullable<T>(doc: T): T {
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(visit);
+    else if (node && typeof node === 'object') {
+      const o = node as Record<string, unknown>;
+      if (o.nullable === true && o.type === undefined && o.$ref === undefined && !o.allOf && !o.oneOf && !o.anyOf) delete o.nullable;
+      Object.values(o).forEach(visit);
+    }
+  };
+  visit(doc);
+  return doc;
 }
 
 /** The document as committed: stable formatting with a trailing newline. */

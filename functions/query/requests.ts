@@ -38,10 +38,16 @@ function matches(header: string | undefined, etag: string): boolean {
   return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
 }
 
-/** 200 with an ETag, or 304 without a body when the client already holds this answer. */
+/**
+ * 200 with an ETag, or 304 without a body when the client already holds this answer. The tag
+ * covers the body except the signature time inside `next_cursor` (it changes every second while
+ * the page does not): the cursor's key is the page's last row and its filters are the URL's, so
+ * whether there is a next page is all it adds. A cached cursor stays usable for CURSOR_MAX_AGE_S.
+ */
 export function sendConditional(req: Req, res: Res, body: unknown): void {
   const payload = JSON.stringify(body);
-  const etag = etagOf(payload);
+  const cursor = (body as { next_cursor?: unknown }).next_cursor;
+  const etag = etagOf(cursor === undefined ? payload : JSON.stringify({ ...(body as object), next_cursor: cursor !== null }));
   const headers = { etag, 'cache-control': 'private, no-cache' };
   if (matches(req.headers['if-none-match'], etag)) {
     if (res.headersSent) return;

@@ -1,8 +1,8 @@
 // npm run bench:console (runs under `flock /tmp/gputel-bench.lock`): the console in Debian's
 // Chromium.
 // 1. Fleet page load with 10,000 GPUs: 10,000 GPUs × 10 metrics × 6 samples (1,250 hosts) built
-//    straight in ClickHouse (INSERT … SELECT from numbers(), rollups rebuilt as the contract
-//    defines them), then the time from navigation until the first GPU page (100 rows with flags)
+//    straight in ClickHouse (INSERT … SELECT from numbers(), rollups recomputed by collect's
+//    code), then the time from navigation until the first GPU page (100 rows with flags)
 //    and the fleet total (hosts) are on screen; median of 5 cold loads.
 // 2. Chart render time for 100,000 points: the console's own Chart component (uPlot) with 100k
 //    points, time to the first painted frame and to repaint after new data; median of 5.
@@ -11,10 +11,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@clickhouse/client';
+import { recomputeRollups } from '../../functions/collect/rollups.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import { startStack } from '../local/stack.ts';
 import { openBrowser } from '../support/browser.ts';
-import { rebuildRollups } from '../support/rollups.ts';
 
 const GPUS = 10_000;
 const PER_HOST = 8;
@@ -43,7 +43,8 @@ try {
       FROM numbers(${GPUS * METRICS.length * SAMPLES})`,
     query_params: { metrics: METRICS },
   });
-  await rebuildRollups(ch, 'telemetry');
+  // What collect runs after an insert: the rollup buckets of the stored batches.
+  await recomputeRollups(ch, Array.from({ length: Math.ceil((GPUS * METRICS.length * SAMPLES) / 100_000) }, (_, i) => `bench.0.${i}`));
   console.log(`built ${GPUS.toLocaleString('en-US')} GPUs × ${METRICS.length} metrics × ${SAMPLES} samples (${(GPUS * METRICS.length * SAMPLES).toLocaleString('en-US')} rows) and rollups in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   // API answers behind the page (server side, warm).
