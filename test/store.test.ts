@@ -13,7 +13,7 @@ import { createQueryHandler } from '../functions/query/index.ts';
 import { seriesSchema, uploadDuplicatesSchema } from '../functions/query/schemas.ts';
 import { seriesRows, type SeriesSource } from '../functions/query/series.ts';
 import { fixtureSamples, sampleBatchEvent } from './support/batch.ts';
-import { fixtureRows, type FixtureRow } from './support/fixtures.ts';
+import { clickhouseTimestamp, fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 
 // Sample identity (issue 7 §1), rollups and series (§2), retention (§3), through the real collect
@@ -172,6 +172,19 @@ describe('a sample stored again changes no answer', () => {
     await db.upload('repeated-1', [...FIXTURE, ...extra], T0);
     expect(await answers(db)).toEqual(single);
     expect(await ok(db, '/api/v1/uploads/repeated-1/duplicates')).toMatchObject({ rows_stored: 2470 + extra.length, already_present: extra.length });
+  });
+
+  it('a batch redelivered after a crash between its insert and the rollup recompute', async () => {
+    const db = await database('crash');
+    // Stored as collect stores it (same batch ids), but the process died before the recompute.
+    const admin = clickhouseClient(chConfig, { database: null });
+    clients.push(admin);
+    await insertFixture(admin, 'crash', { uploadId: 'crash-1', batchRows: 500, receivedAt: clickhouseTimestamp(new Date(T0).toISOString()) });
+    expect((await ok(db, '/api/v1/gpus')).gpus[0].samples).toBe(0);
+    // The redelivery finds every batch in the ledger (nothing inserted again) and recomputes.
+    await db.upload('crash-1', FIXTURE, T0);
+    expect(await answers(db)).toEqual(single);
+    expect(await ok(db, '/api/v1/uploads/crash-1/duplicates')).toMatchObject({ rows_stored: 2470, already_present: 0 });
   });
 
   it('a later upload with different values wins', async () => {

@@ -3,7 +3,7 @@ import { HttpError } from '../../shared/http.ts';
 import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from '../../shared/names.ts';
 import { invalidParameters } from './params.ts';
 import { SERIES_LIMITS, type SeriesQuery } from './schemas.ts';
-import { latestCopy, selectRows } from './sql.ts';
+import { collapsedValues, selectRows } from './sql.ts';
 
 // GET /api/v1/gpus/{uuid}/series: per metric, epoch-aligned UTC buckets of `step` seconds, each
 // {t, count, min, max, avg, last} over the GPU's de-duplicated samples. Buckets are whole: the
@@ -85,12 +85,7 @@ export function seriesRows(client: ClickHouseClient, r: SeriesRequest, signal?: 
     r.source === 'raw'
       ? `SELECT toString(metric_name) AS metric, ${bucket('ts')} AS b, count() AS count, min(v) AS min, max(v) AS max,
            avg(v) AS avg, argMax(v, ts) AS last
-         FROM (
-           SELECT metric_name, timestamp AS ts, ${latestCopy('value')} AS v
-           FROM ${T.samples}
-           WHERE uuid = {uuid:String} AND metric_name IN {metrics:Array(String)} AND ${range('timestamp')}
-           GROUP BY metric_name, timestamp
-         )
+         FROM (${collapsedValues(`uuid = {uuid:String} AND metric_name IN {metrics:Array(String)} AND ${range('timestamp')}`)})
          GROUP BY metric, b ORDER BY metric, b LIMIT {max_rows:UInt32}`
       : `SELECT toString(metric_name) AS metric, ${bucket('r.t')} AS b, sum(r.count) AS count, min(r.min) AS min, max(r.max) AS max,
            sum(r.sum) / sum(r.count) AS avg, argMax(r.last, r.last_ts) AS last

@@ -11,8 +11,16 @@ import type { CursorKey } from './cursor.ts';
 
 /** Orders the copies of one sample so that the winner comes first (for LIMIT 1 BY). */
 export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
-/** The winning copy's value of a column, in a GROUP BY over the identity. */
-export const latestCopy = (column: string) => `argMax(${column}, (received_at, batch_id, line))`;
+
+/**
+ * `metric_name, ts, v` of one GPU's samples matching `where`, one row per sample (its winning copy).
+ * ORDER BY … LIMIT 1 BY follows the primary key (uuid, timestamp, metric_name): measured 5× cheaper
+ * than argMax(value, (received_at, batch_id, line)) … GROUP BY on a one-day window
+ * (test/bench/collapse.ts).
+ */
+export const collapsedValues = (where: string) =>
+  `SELECT metric_name, timestamp AS ts, value AS v FROM ${T.samples} WHERE ${where}
+   ORDER BY timestamp, metric_name, ${LATEST_COPY_FIRST} LIMIT 1 BY timestamp, metric_name`;
 
 export const SETTINGS: ClickHouseSettings = {
   // Counts as JSON numbers, not strings (all stay far below 2^53).
@@ -158,10 +166,7 @@ export function gpuSummary(client: ClickHouseClient, w: Window, signal?: AbortSi
     client,
     `SELECT toString(metric_name) AS metric_name, count() AS count, min(v) AS min, max(v) AS max,
        avg(v) AS avg, min(ts) AS first_timestamp, max(ts) AS last_timestamp, argMax(v, ts) AS last_value
-     FROM (
-       SELECT metric_name, timestamp AS ts, ${latestCopy('value')} AS v
-       FROM ${T.samples} WHERE ${where} GROUP BY metric_name, timestamp
-     )
+     FROM (${collapsedValues(where)})
      GROUP BY metric_name ORDER BY metric_name`,
     params,
     signal,
