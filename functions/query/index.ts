@@ -8,6 +8,7 @@ import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHan
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
 import { consoleEnv, flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
 import { fleetRoutes, fleetService } from './fleet.ts';
+import { metricPathParams } from './fleet-schemas.ts';
 import { graphqlRoutes, type Reads } from './graphql.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
 import { ConsoleAssets, contentSecurityPolicy, defaultConsoleDir } from './assets.ts';
@@ -16,7 +17,7 @@ import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
 import { checkWindow, untilClientLeaves } from './requests.ts';
-import { gpuPathParams, liveGpuQuery, liveMetricQuery, metricPathParams, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
+import { gpuPathParams, liveGpuQuery, liveMetricQuery, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
 import { gpuSeries } from './series.ts';
 import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
 import { uploadDuplicates } from './uploads.ts';

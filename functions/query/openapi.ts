@@ -5,6 +5,9 @@ import { anomaliesQuery, anomalyPageSchema, gpuPageSchema, gpusQuery, hostPageSc
 import {
   errorSchema,
   gpuPathParams,
+  liveGpuQuery,
+  liveMetricQuery,
+  pipelineSchema,
   healthSchema,
   metricListSchema,
   noQuery,
@@ -190,6 +193,50 @@ export function buildOpenApi(limits: Limits = QUERY_LIMIT_DEFAULTS) {
       404: error('No row of this upload is stored.'),
       ...storeError,
     },
+  });
+
+  const eventStream = (description: string) => ({
+    description,
+    content: {
+      'text/event-stream': {
+        schema: z.string().meta({
+          description:
+            'Events: `hello` {id, resume_window_seconds}; `samples` {samples: [{uuid, hostname, metric_name, timestamp, value}]} with id ' +
+            '`<process>-<seq>`; `reset` (cannot resume from Last-Event-ID: reload); `dropped` {dropped, dropped_total} (this client was too ' +
+            'slow); `: heartbeat` comment lines.',
+        }),
+      },
+    },
+  });
+  const liveErrors = { ...authErrors, 503: error('This replica serves LIVE_MAX_CLIENTS live connections already (Retry-After).') };
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/gpus/{uuid}/live',
+    operationId: 'gpuLive',
+    summary: 'Live samples of one GPU (Server-Sent Events)',
+    description:
+      'New samples of the GPU as collect stores them. Send `Last-Event-ID` to resume within LIVE_RESUME_WINDOW_MS on the same replica. ' +
+      'A GPU not seen yet is accepted (its first samples will arrive).',
+    security,
+    request: { params: gpuPathParams, query: liveGpuQuery },
+    responses: { 200: eventStream('An endless event stream.'), 400: badParam('bad metric list, unknown parameter'), ...liveErrors },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/metrics/{metric}/live',
+    operationId: 'metricLive',
+    summary: 'Live samples of one metric across the fleet (Server-Sent Events)',
+    security,
+    request: { params: metricPathParams, query: liveMetricQuery },
+    responses: { 200: eventStream('An endless event stream.'), 400: badParam('bad metric name, unknown parameter'), ...liveErrors },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/api/v1/pipeline',
+    operationId: 'pipelineState',
+    summary: 'Pipeline state for the console (lag, parts waiting, dead letters, rows stored per second, replicas)',
+    security,
+    responses: { 200: json(pipelineSchema, 'Current state.'), 400: badParam('unknown query parameter'), ...authErrors, ...storeError },
   });
 
   registry.registerPath({

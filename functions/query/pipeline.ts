@@ -1,33 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import type { NatsConnection } from 'nats';
+import type { z } from 'zod';
 import { CONSUMERS, STREAMS } from '../../shared/names.ts';
+import type { pipelineSchema } from './schemas.ts';
 
 // GET /api/v1/pipeline: what the console's Pipeline page shows. Lag per stream comes from
 // JetStream consumer info (what KEDA scales on), dead letters from the DEAD_LETTER stream, rows
 // stored per second from collect's announcements seen by this process, and replicas from the
 // local autoscaler's status file when one runs (in a cluster: `kubectl get hpa`, not shown).
 
-export interface ConsumerLag {
-  stream: string;
-  consumer: string;
-  /** Messages not yet delivered (KEDA's lag) plus delivered but not acknowledged. */
-  pending: number;
-  ack_pending: number;
-  redelivered: number;
-  waiting_pulls: number;
-}
-
-export interface PipelineState {
-  at: string;
-  consumers: ConsumerLag[];
-  /** csv.uploaded events (file parts) not yet ingested: pending + in progress. */
-  parts_waiting: number;
-  dead_letters: { messages: number; bytes: number };
-  rows_stored_per_second: number;
-  rows_window_seconds: number;
-  live_clients: number;
-  autoscaler: { updated_at: string; functions: { function: string; replicas: number; lag: number | null; min: number; max: number }[] } | null;
-}
+export type PipelineState = z.infer<typeof pipelineSchema>;
+type ConsumerLag = PipelineState['consumers'][number];
 
 const WATCHED: [string, string][] = [
   [STREAMS.uploads, CONSUMERS.ingest],

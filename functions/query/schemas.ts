@@ -105,10 +105,6 @@ const metricName = z
   .max(128, 'is longer than 128 characters')
   .regex(/^[A-Za-z_:][A-Za-z0-9_:]*$/, 'is not a metric name');
 
-export const metricPathParams = z.object({
-  metric: metricName.meta({ description: 'Metric name (DCGM field name).', example: 'DCGM_FI_DEV_GPU_UTIL' }),
-});
-
 export const liveGpuQuery = z.strictObject({
   metric: z
     .string()
@@ -126,6 +122,33 @@ export const liveGpuQuery = z.strictObject({
     .meta({ description: 'Only these metrics (comma-separated); all metrics when absent.', example: 'DCGM_FI_DEV_GPU_UTIL,DCGM_FI_DEV_GPU_TEMP' }),
 });
 export const liveMetricQuery = z.strictObject({});
+
+const lagSchema = z.object({
+  stream: z.string(),
+  consumer: z.string(),
+  pending: z.number().int().meta({ description: 'Messages not yet delivered (what KEDA scales on).' }),
+  ack_pending: z.number().int().meta({ description: 'Delivered, not yet acknowledged.' }),
+  redelivered: z.number().int(),
+  waiting_pulls: z.number().int(),
+});
+export const pipelineSchema = z
+  .object({
+    at: z.string().meta({ format: 'date-time' }),
+    consumers: z.array(lagSchema),
+    parts_waiting: z.number().int().meta({ description: 'Uploaded file parts not yet ingested.' }),
+    dead_letters: z.object({ messages: z.number().int(), bytes: z.number().int() }),
+    rows_stored_per_second: z.number().meta({ description: 'From collect announcements seen by this replica.' }),
+    rows_window_seconds: z.number(),
+    live_clients: z.number().int(),
+    autoscaler: z
+      .object({
+        updated_at: z.string(),
+        functions: z.array(z.object({ function: z.string(), replicas: z.number().int(), lag: z.number().nullable(), min: z.number().int(), max: z.number().int() })),
+      })
+      .nullable()
+      .meta({ description: 'Replicas per function while the local autoscaler runs (AUTOSCALER_STATUS_FILE); null otherwise.' }),
+  })
+  .meta({ id: 'PipelineState' });
 
 export const uploadPathParams = z.object({
   id: z
