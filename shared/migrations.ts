@@ -1,4 +1,4 @@
-import { CLICKHOUSE_TABLES as T } from './names.ts';
+import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 
 // One ordered migration set; provisioning applies every statement (all idempotent) in order.
 // Layout choices:
@@ -10,6 +10,13 @@ import { CLICKHOUSE_TABLES as T } from './names.ts';
 // - collected_batches records which ingest batch ids are stored, written in the same INSERT as
 //   the rows (via its view), which is what makes collect's redelivery handling exact.
 // - labels is computed by ClickHouse from labels_raw at insert (`key="value",…`).
+// - A sample's identity is (uuid, metric_name, timestamp). samples keeps every copy stored (the
+//   insert path stays an append); reads collapse copies, the row with the greatest
+//   (received_at, batch_id, line) winning: the later upload wins.
+// - batch_keys (filled by a view in the same INSERT) records the (uuid, minute) buckets
+//   each batch touched, so collect recomputes exactly those rollup buckets without scanning samples.
+// - rollup_1m/1h/1d hold exact aggregates of de-duplicated samples per epoch-aligned UTC bucket.
+//   A recompute inserts a new version of a bucket (ReplacingMergeTree(updated_at)); readers use FINAL.
 
 export function migrations(database: string): string[] {
   const db = database;
@@ -83,6 +90,54 @@ export function migrations(database: string): string[] {
     `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.batches}_mv TO ${db}.${T.batches} AS
       SELECT toString(batch_id) AS batch_id, any(toString(upload_id)) AS upload_id, count() AS rows
       FROM ${db}.${T.samples} GROUP BY batch_id`,
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.batchKeys} (
+      batch_id String,
+      uuid LowCardinality(String),
+      t DateTime('UTC'),
+      received_at DateTime64(3, 'UTC')
+    ) ENGINE = MergeTree ORDER BY (batch_id, uuid, t)
+    SETTINGS non_replicated_deduplication_window = 10000`,
+    // Per GPU and minute, not per metric: a GPU's metrics are scraped together, so this is ~10×
+    // fewer rows for the same recompute (all metrics of a touched GPU-minute are recomputed).
+    `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.batchKeys}_mv TO ${db}.${T.batchKeys} AS
+      SELECT toString(batch_id) AS batch_id, uuid, toStartOfMinute(timestamp) AS t, max(received_at) AS received_at
+      FROM ${db}.${T.samples} GROUP BY batch_id, uuid, t`,
+    ...ROLLUP_LEVELS.map(
+      ({ table }) => `CREATE TABLE IF NOT EXISTS ${db}.${table} (
+      uuid LowCardinality(String),
+      metric_name LowCardinality(String),
+      hostname LowCardinality(String),
+      model_name LowCardinality(String),
+      t DateTime('UTC'),
+      count UInt64,
+      min Float64,
+      max Float64,
+      sum Float64,
+      last Float64,
+      last_ts DateTime64(3, 'UTC'),
+      updated_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (uuid, metric_name, t)`,
+    ),
+  ];
+}
+
+export interface Retention {
+  /** Raw samples (and batch_keys) are deleted this many days after they were received. */
+  rawDays: number;
+  /** A rollup bucket is deleted this many days after it was last recomputed. */
+  rollupDays: number;
+}
+export const DEFAULT_RETENTION: Retention = { rawDays: 30, rollupDays: 395 };
+
+/**
+ * TTL per table. The clock is when data arrived (received_at) or was last recomputed (updated_at),
+ * not the sample's own timestamp: an import of last year's files stays queryable after upload.
+ */
+export function retentionTtls(r: Retention): { table: string; ttl: string }[] {
+  return [
+    { table: T.samples, ttl: `toDateTime(received_at) + toIntervalDay(${r.rawDays})` },
+    { table: T.batchKeys, ttl: `toDateTime(received_at) + toIntervalDay(${r.rawDays})` },
+    ...ROLLUP_LEVELS.map(({ table }) => ({ table, ttl: `toDateTime(updated_at) + toIntervalDay(${r.rollupDays})` })),
   ];
 }
 

@@ -14,6 +14,11 @@ export const STREAMS = {
 export const SUBJECTS = {
   uploaded: 'csv.uploaded',
   samples: 'telemetry.samples',
+  /**
+   * Core NATS (not a stream): collect announces each stored group of batches here
+   * (`{ batches: string[], rows: number }`, best effort) and query relays them to live clients.
+   */
+  stored: 'telemetry.stored',
   /** `deadletter.<consumer>`; the stream captures `deadletter.>`. */
   deadLetter: (consumer: string) => `deadletter.${consumer}`,
   deadLetterAll: 'deadletter.>',
@@ -47,4 +52,17 @@ export const CLICKHOUSE_TABLES = {
   gpus: 'gpus',
   metrics: 'metric_stats',
   batches: 'collected_batches',
+  /** Per stored batch, the (uuid, minute) buckets it touched: what collect recomputes. */
+  batchKeys: 'batch_keys',
+  /** Exact aggregates of de-duplicated samples per (uuid, metric, bucket); read with FINAL. */
+  rollup1m: 'rollup_1m',
+  rollup1h: 'rollup_1h',
+  rollup1d: 'rollup_1d',
 } as const;
+
+/** Rollup levels, finest first: table and bucket width in seconds (epoch-aligned UTC buckets). */
+export const ROLLUP_LEVELS = [
+  { table: CLICKHOUSE_TABLES.rollup1m, seconds: 60 },
+  { table: CLICKHOUSE_TABLES.rollup1h, seconds: 3600 },
+  { table: CLICKHOUSE_TABLES.rollup1d, seconds: 86_400 },
+] as const;

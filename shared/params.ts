@@ -29,11 +29,15 @@ export function invalidParameters(problems: ParameterProblem[]): HttpError {
 /** Validates path and query parameters together; throws a 400 naming every bad parameter. */
 export function validateRequest<P extends z.ZodType, Q extends z.ZodType>(
   path: { schema: P; values: Record<string, string> },
-  query: { schema: Q; url: URL },
+  query: { schema: Q; url: URL; /** Parameters that may be repeated: passed to the schema as arrays. */ repeatable?: readonly string[] },
 ): { path: z.output<P>; query: z.output<Q> } {
   const problems: ParameterProblem[] = [];
-  const values: Record<string, string> = {};
+  const values: Record<string, string | string[]> = {};
   for (const [key, value] of query.url.searchParams) {
+    if (query.repeatable?.includes(key)) {
+      values[key] = [...((values[key] as string[] | undefined) ?? []), value];
+      continue;
+    }
     if (key in values) problems.push({ parameter: printableName(key, 'a parameter name'), in: 'query', message: 'is given more than once' });
     values[key] = value;
   }

@@ -4,7 +4,7 @@ import { clickhouseEnv, parseEnv } from './config.ts';
 import { clickhouseClient } from './clickhouse.ts';
 import { loggerFor } from './log.ts';
 import { connectNats } from './nats.ts';
-import { provisionClickHouse, provisionEnv, provisionNats } from './provision.ts';
+import { provisionClickHouse, provisionEnv, provisionNats, retentionOf } from './provision.ts';
 
 export async function provisionAll(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const cfg = parseEnv(provisionEnv, env);
@@ -17,7 +17,7 @@ export async function provisionAll(env: NodeJS.ProcessEnv = process.env): Promis
   }
   const ch = clickhouseClient(chCfg, { database: null });
   try {
-    await provisionClickHouse(ch, chCfg.CLICKHOUSE_DATABASE);
+    await provisionClickHouse(ch, chCfg.CLICKHOUSE_DATABASE, retentionOf(cfg));
   } finally {
     await ch.close();
   }

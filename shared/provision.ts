@@ -13,7 +13,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { z } from 'zod';
 import { intVar } from './config.ts';
 import { logSweep, sweepWorkQueues } from './janitor.ts';
-import { migrations } from './migrations.ts';
+import { DEFAULT_RETENTION, migrations, retentionTtls, type Retention } from './migrations.ts';
 import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
 import { objectStream } from './object-store.ts';
 
@@ -44,6 +44,13 @@ export const provisionEnv = z.object({
   UPLOAD_STORE_MAX_BYTES: intVar(4 * 1024 ** 3, 1024 ** 2),
   /** How long uploaded files, statuses and dead letters are kept. */
   RETENTION_HOURS: intVar(7 * 24, 1),
+  /**
+   * Days raw samples are kept after they were received (TTL on received_at, so a historical import
+   * is queryable after upload); their rollups stay (ROLLUP_RETENTION_DAYS).
+   */
+  RAW_RETENTION_DAYS: intVar(DEFAULT_RETENTION.rawDays, 1, 36_500),
+  /** Days a rollup bucket (1 min, 1 h, 1 d) is kept after it was last recomputed (TTL on updated_at). */
+  ROLLUP_RETENTION_DAYS: intVar(DEFAULT_RETENTION.rollupDays, 1, 36_500),
   /** JetStream replicas for streams and buckets (3 on a clustered JetStream). */
   JETSTREAM_REPLICAS: intVar(1, 1, 5),
 });
@@ -152,6 +159,23 @@ export async function provisionNats(nc: NatsConnection, cfg: ProvisionConfig): P
   for (const r of await sweepWorkQueues(jsm)) logSweep(r);
 }
 
-export async function provisionClickHouse(client: ClickHouseClient, database: string): Promise<void> {
+export const retentionOf = (cfg: Pick<ProvisionConfig, 'RAW_RETENTION_DAYS' | 'ROLLUP_RETENTION_DAYS'>): Retention => ({
+  rawDays: cfg.RAW_RETENTION_DAYS,
+  rollupDays: cfg.ROLLUP_RETENTION_DAYS,
+});
+
+export async function provisionClickHouse(client: ClickHouseClient, database: string, retention: Retention = DEFAULT_RETENTION): Promise<void> {
   for (const statement of migrations(database)) await client.command({ query: statement });
+  // MODIFY TTL only where it changed: the ALTER recomputes TTL information for every part.
+  for (const { table, ttl } of retentionTtls(retention)) {
+    const rs = await client.query({
+      query: 'SELECT create_table_query AS q FROM system.tables WHERE database = {db:String} AND name = {table:String}',
+      query_params: { db: database, table },
+      format: 'JSONEachRow',
+    });
+    const [row] = await rs.json<{ q: string }>();
+    if (!row?.q.includes(`TTL ${ttl} `) && !row?.q.endsWith(`TTL ${ttl}`)) {
+      await client.command({ query: `ALTER TABLE ${database}.${table} MODIFY TTL ${ttl}` });
+    }
+  }
 }

@@ -88,7 +88,7 @@ describe('the real DCGM sample, end to end', () => {
   });
 
   it('lists 247 GPUs with 10 metrics each', async () => {
-    const { status, body } = await query('/api/v1/gpus');
+    const { status, body } = await query('/api/v1/gpus?limit=1000');
     expect(status).toBe(200);
     const fromFixture = body.gpus.filter((g: any) => rows.some((r) => r.uuid === g.uuid));
     expect(fromFixture).toHaveLength(247);

@@ -8,9 +8,11 @@ import { parseEnv, type ClickHouseConfig } from '../shared/config.ts';
 import type { HttpHandler } from '../shared/http.ts';
 import { closeSharedNats, connectNats } from '../shared/nats.ts';
 import { provisionClickHouse } from '../shared/provision.ts';
+import { recomputeRollups } from '../functions/collect/rollups.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { createQueryHandler } from '../functions/query/index.ts'; // registers 'query' with the Functions Framework
-import { gpuListSchema, metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
+import { gpuPageSchema } from '../functions/query/fleet-schemas.ts';
+import { metricListSchema, summarySchema, telemetrySchema } from '../functions/query/schemas.ts';
 import { fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
 import { freePort } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
@@ -115,6 +117,10 @@ beforeAll(async () => {
   await provisionClickHouse(admin, DB);
   await provisionClickHouse(admin, EMPTY_DB);
   expect(await insertFixture(admin, DB, { uploadId: 'fixture-upload' })).toBe(2470);
+  // What collect does after storing batches: the rollups /api/v1/gpus and /api/v1/metrics read.
+  const db = clickhouseClient(chConfig);
+  clients.push(db);
+  await recomputeRollups(db, Array.from({ length: 5 }, (_, i) => `fixture-upload.0.${i}`));
   api = await startQuery();
   secured = await startQuery({ API_TOKENS: 'reader-token:read,uploader-token:upload' });
 }, 120_000);
@@ -129,9 +135,9 @@ afterAll(async () => {
 
 describe('GET /api/v1/gpus', () => {
   it('lists the 247 GPUs of the fixture in uuid order, each with its 10 metrics', async () => {
-    const { status, body } = await get('/api/v1/gpus');
+    const { status, body } = await get('/api/v1/gpus?limit=1000');
     expect(status).toBe(200);
-    const parsed = gpuListSchema.parse(body);
+    const parsed = gpuPageSchema.parse(body);
     const uuids = [...new Set(fixtureRows().map((r) => r.uuid))].sort();
     expect(parsed.count).toBe(247);
     expect(parsed.gpus.map((g) => g.uuid)).toEqual(uuids);
@@ -151,7 +157,7 @@ describe('GET /api/v1/gpus', () => {
 
   it('answers an empty store with an empty list', async () => {
     const empty = await startQuery({}, { database: EMPTY_DB });
-    expect((await get('/api/v1/gpus', {}, empty)).body).toEqual({ gpus: [], count: 0 });
+    expect((await get('/api/v1/gpus', {}, empty)).body).toEqual({ gpus: [], count: 0, next_cursor: null });
     expect((await get('/api/v1/metrics', {}, empty)).body).toEqual({ metrics: [], count: 0 });
     expect((await get(`/api/v1/gpus/${GPU}/telemetry`, {}, empty)).status).toBe(404);
   });
@@ -355,7 +361,7 @@ describe('under the Functions Framework', () => {
     servers.push(server);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const gpus = await get('/api/v1/gpus', {}, base);
+    const gpus = await get('/api/v1/gpus?limit=1000', {}, base);
     expect(gpus.status).toBe(200);
     expect(gpus.body.count).toBe(247);
     const page = await get(`/api/v1/gpus/${GPU}/telemetry?limit=4`, {}, base);
@@ -376,14 +382,24 @@ describe('HTTP behaviour', () => {
     expect((await wrong.json()).error.code).toBe('method_not_allowed');
   });
 
-  it('serves the OpenAPI document and a docs page', async () => {
+  it('serves the OpenAPI document, Swagger UI and the console from local files under a strict CSP', async () => {
     const { status, body } = await get('/openapi.json');
     expect(status).toBe(200);
     expect(body.paths['/api/v1/gpus/{uuid}/telemetry'].get.operationId).toBe('gpuTelemetry');
-    const docs = await get('/docs');
-    expect(docs.status).toBe(200);
-    expect(docs.text).toContain('openapi.json');
-    expect(docs.text).not.toMatch(/<script[^>]+src=|<link[^>]+href=/);
+    for (const page of ['/docs', '/']) {
+      const html = await get(page);
+      expect(html.status, page).toBe(200);
+      const csp = html.headers.get('content-security-policy')!;
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).not.toContain('unsafe');
+      // Every script and stylesheet is a file of this origin; no inline script, nothing remote.
+      expect(html.text).not.toMatch(/<script(?![^>]*\bsrc="assets\/)[^>]*>/);
+      expect(html.text).not.toMatch(/(src|href)="(https?:)?\/\//);
+      for (const [, asset] of html.text.matchAll(/(?:src|href)="(assets\/[^"]+)"/g)) expect((await get(`/${asset}`)).status, asset).toBe(200);
+    }
+    expect((await get('/docs')).text).toContain('assets/swagger-ui-bundle.js');
+    expect((await get('/assets/docs.js')).text).toContain('openapi.json');
+    expect((await get('/assets/nope.js')).status).toBe(404);
   });
 
   it('exposes Prometheus metrics including its own request latencies', async () => {

@@ -257,8 +257,29 @@ describe('OpenAPI document', () => {
     const doc = JSON.parse(openApiText());
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual(
-      ['/api/v1/gpus', '/api/v1/gpus/{uuid}/summary', '/api/v1/gpus/{uuid}/telemetry', '/api/v1/metrics', '/healthz', '/metrics', '/openapi.json', '/readyz'].sort(),
+      [
+        '/api/v1/anomalies',
+        '/api/v1/gpus',
+        '/api/v1/gpus/{uuid}/live',
+        '/api/v1/gpus/{uuid}/series',
+        '/api/v1/gpus/{uuid}/summary',
+        '/api/v1/gpus/{uuid}/telemetry',
+        '/api/v1/hosts',
+        '/api/v1/metrics',
+        '/api/v1/metrics/{metric}/live',
+        '/api/v1/metrics/{metric}/top',
+        '/api/v1/pipeline',
+        '/api/v1/uploads/{id}/duplicates',
+        '/graphql',
+        '/healthz',
+        '/metrics',
+        '/openapi.json',
+        '/readyz',
+      ].sort(),
     );
+    const series = doc.paths['/api/v1/gpus/{uuid}/series'].get.parameters;
+    expect(series.map((p: { name: string }) => p.name)).toEqual(['uuid', 'metric', 'start_time', 'end_time', 'step', 'max_points']);
+    expect(series.find((p: { name: string }) => p.name === 'metric').schema).toMatchObject({ type: 'array', maxItems: 10 });
     const params = doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.parameters;
     expect(params.map((p: { name: string }) => p.name)).toEqual(['uuid', 'start_time', 'end_time', 'metric', 'limit', 'cursor']);
     expect(params.find((p: { name: string }) => p.name === 'limit').schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 10_000, default: 1000 });

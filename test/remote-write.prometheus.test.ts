@@ -145,12 +145,12 @@ describe.skipIf(!PROMETHEUS && !process.env.CI)('a real Prometheus remote-writes
 
   it('every GPU and metric that was served is queryable with the served values and labels', async () => {
     await waitFor(async () => {
-      const { gpus } = await api('/api/v1/gpus');
+      const { gpus } = await api('/api/v1/gpus?limit=1000');
       const seen = new Set(gpus.filter((g: any) => g.metrics.length === 10).map((g: any) => g.uuid));
       return uuids.every((u) => seen.has(u));
     }, `all 247 GPUs with 10 metrics through Prometheus (scrapes so far: ${scrapes})\n${promLog}`, 90_000, 500);
 
-    const { gpus } = await api('/api/v1/gpus');
+    const { gpus } = await api('/api/v1/gpus?limit=1000');
     expect(gpus.map((g: any) => g.uuid).sort()).toEqual([...uuids].sort());
     for (const g of gpus) {
       const r = rows.find((x) => x.uuid === g.uuid)!;

@@ -8,12 +8,13 @@ import { parseEnv } from '../../shared/config.ts';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
-import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES } from '../../shared/names.ts';
+import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
+import { recomputeRollups } from './rollups.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.
@@ -25,6 +26,7 @@ import { collectEnv, type CollectConfig } from './config.ts';
 //    republished after the stream's duplicate window;
 // 3. a batch another loop of this process is inserting right now is not inserted again
 //    (claims.ts: after a NATS crash copies arrive concurrently, before 2. can see them).
+// Then the rollup buckets the fetch's batches touched are recomputed (rollups.ts), before the ack.
 // An INSERT is a single block (no parallel parsing; the Native blocks of its batches squashed into
 // one by min_insert_block_size_rows) into an unpartitioned table, so each group is stored entirely
 // or not at all: a batch id present means all its rows are (test/collect.test.ts checks one part
@@ -160,6 +162,20 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
 
   const claims = new InsertClaims();
 
+  /**
+   * Tells live readers (query's SSE relay) which batches are now in ClickHouse. After the
+   * INSERT ClickHouse confirmed, best effort and fire-and-forget: the exactly-once path (ledger,
+   * ack) never waits for or depends on it.
+   */
+  async function announce(stored: string[], rows: number): Promise<void> {
+    if (stored.length === 0) return;
+    try {
+      (await getNats()).publish(SUBJECTS.stored, JSON.stringify({ batches: stored, rows }));
+    } catch {
+      // A live view missing a batch is acceptable; storage is not affected.
+    }
+  }
+
   return async function collect(events: CloudEventV1<unknown>[]): Promise<BatchOutcome> {
     const poison: { index: number; reason: string }[] = [];
     const batches: Batch[] = [];
@@ -179,6 +195,8 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
       } finally {
         claim.finish(stored);
       }
+      const storedSet = new Set(stored);
+      void announce(stored, claim.mine.filter((b) => storedSet.has(b.id)).reduce((n, b) => n + b.rows, 0));
       if (claim.busy.length === 0) break;
       // Copies another loop was inserting: done once it is, ours to insert if it failed (asking
       // the ledger again: a failed request may still have been committed).
@@ -186,10 +204,14 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
       const now = await storedIds(claim.busy.map((b) => b.id));
       todo = claim.busy.filter((b) => !now.has(b.id));
     }
-    // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
     const refused = new Set(poison.map((p) => p.index));
+    const done = batches.filter((b) => !refused.has(b.index));
+    // Rollups of every stored batch, including ones found already stored: a crash between their
+    // insert and this recompute is repaired by the redelivery (recomputing is idempotent).
+    await recomputeRollups(ch, done.map((b) => b.id));
+    // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
     const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
-    await Promise.all(batches.filter((b) => !refused.has(b.index)).map((b) => kv.put(b.id, String(b.rows))));
+    await Promise.all(done.map((b) => kv.put(b.id, String(b.rows))));
     return { poison };
   };
 }

@@ -115,3 +115,33 @@ export function decodeCursor(signer: CursorSigner, cursor: string): DecodedCurso
   const [fingerprint, ts, metric, batch, line] = parsed.data;
   return { fingerprint, key: { ts, metric, batch, line } };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Listing cursors (/gpus, /hosts, /anomalies): keyset on the listing's sort key (strings, e.g. the
+// last uuid of a page) plus a fingerprint of the filters, so a cursor cannot be replayed against
+// other filters. One kind per route: a /hosts cursor is refused by /gpus.
+
+export interface ListCursor {
+  fingerprint: string;
+  key: string[];
+}
+
+/** Short digest of a listing's filters (the limit may change between pages). */
+export function listFingerprint(filters: unknown): string {
+  return createHash('sha256').update(JSON.stringify(filters)).digest('base64url').slice(0, 16);
+}
+
+export function encodeListCursor(signer: CursorSigner, kind: string, filters: unknown, key: readonly string[]): string {
+  return signer.seal(kind, [listFingerprint(filters), ...key]);
+}
+
+const listPayload = z.tuple([z.string().length(16)]).rest(z.string().max(1024));
+
+export function decodeListCursor(signer: CursorSigner, kind: string, cursor: string): ListCursor | string {
+  const opened = signer.open(kind, cursor);
+  if (typeof opened === 'string') return opened;
+  const parsed = listPayload.safeParse(opened);
+  if (!parsed.success) return NOT_ISSUED;
+  const [fingerprint, ...key] = parsed.data;
+  return { fingerprint, key };
+}

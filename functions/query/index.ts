@@ -6,13 +6,21 @@ import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.t
 import { parseEnv } from '../../shared/config.ts';
 import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
-import { limitsOf, queryEnv, type QueryConfig } from './config.ts';
+import { consoleEnv, flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
+import { fleetRoutes, fleetService } from './fleet.ts';
+import { metricPathParams } from './fleet-schemas.ts';
+import { graphqlRoutes, type Reads } from './graphql.ts';
 import { cursorFingerprint, cursorSigner, encodeCursor, type CursorScope } from './cursor.ts';
-import { DOCS_HTML } from './docs.ts';
+import { ConsoleAssets, contentSecurityPolicy, defaultConsoleDir } from './assets.ts';
+import { LiveRelay } from './live.ts';
+import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
-import { gpuPathParams, noQuery, summaryQuery, telemetryQuery } from './schemas.ts';
-import { gpuExists, gpuSummary, listGpus, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { checkWindow, untilClientLeaves } from './requests.ts';
+import { gpuPathParams, liveGpuQuery, liveMetricQuery, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
+import { gpuSeries } from './series.ts';
+import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
+import { uploadDuplicates } from './uploads.ts';
 
 // query (HTTP): the read API over ClickHouse. Parameters are validated first (400 naming the
 // parameter, even for an unknown GPU), then existence (404 for a GPU never seen), then the data
@@ -26,33 +34,18 @@ export interface QueryDeps {
 export type QueryHandlerConfig = Pick<
   QueryConfig,
   'API_TOKENS' | 'QUERY_DEFAULT_LIMIT' | 'QUERY_MAX_LIMIT' | 'CURSOR_SECRET' | 'CURSOR_SECRET_PREVIOUS' | 'CURSOR_MAX_AGE_S'
->;
+> &
+  Partial<Pick<QueryConfig, keyof typeof consoleEnv.shape>> &
+  Partial<FlagConfig>;
 
 const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-/** Aborts the ClickHouse query when the client goes away before the answer is sent. */
-async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  const onClose = () => {
-    if (!res.writableFinished) ac.abort();
-  };
-  res.once('close', onClose);
-  try {
-    return await work(ac.signal);
-  } catch (e) {
-    if (ac.signal.aborted) throw new HttpError(499, 'client_closed_request', 'the client closed the connection');
-    throw e;
-  } finally {
-    res.off('close', onClose);
-  }
-}
-
-function checkWindow(q: { start_time?: number; end_time?: number }): void {
-  if (q.start_time !== undefined && q.end_time !== undefined && q.start_time > q.end_time) {
-    throw invalidParameters([{ parameter: 'start_time', in: 'query', message: 'is after end_time' }]);
-  }
+/** The flag thresholds the caller set (the rest keep their documented defaults). */
+function definedOnly(cfg: Partial<FlagConfig>): Partial<FlagConfig> {
+  const keys = Object.keys(flagEnv.shape) as (keyof FlagConfig)[];
+  return Object.fromEntries(keys.filter((k) => cfg[k] !== undefined).map((k) => [k, cfg[k]]));
 }
 
 const notFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
@@ -62,7 +55,7 @@ function publicSample(row: SampleRow) {
   return sample;
 }
 
-export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler {
+export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler & { close(): Promise<void> } {
   const limits = limitsOf(cfg);
   const cursors = cursorSigner(
     // No secret: a random one, so cursors are still unforgeable (main.ts warns they die with the process).
@@ -70,76 +63,112 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     { maxAgeMs: cfg.CURSOR_MAX_AGE_S * 1000 },
   );
   const telemetryParams = telemetryQuery(limits, cursors);
+  const fleet = fleetService({ ...flagEnv.parse({}), ...definedOnly(cfg) }, deps.clickhouse, cursors);
   let openapi: string | undefined;
+  const consoleCfg = { ...consoleEnv.parse({}), ...Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)) };
+  const assets = new ConsoleAssets(consoleCfg.CONSOLE_DIR ?? defaultConsoleDir());
+  const uploadOrigin = consoleCfg.UPLOAD_PUBLIC_URL ? new URL(consoleCfg.UPLOAD_PUBLIC_URL).origin : undefined;
+  const csp = contentSecurityPolicy(uploadOrigin ? [uploadOrigin] : []);
+  const live = new LiveRelay(
+    {
+      maxClients: consoleCfg.LIVE_MAX_CLIENTS,
+      maxPending: consoleCfg.LIVE_MAX_PENDING,
+      resumeWindowMs: consoleCfg.LIVE_RESUME_WINDOW_MS,
+      ringSize: consoleCfg.LIVE_RING_SIZE,
+      heartbeatMs: consoleCfg.LIVE_HEARTBEAT_MS,
+      maxRows: consoleCfg.LIVE_MAX_ROWS,
+    },
+    deps,
+  );
 
   const needRead = (req: Req) => {
     const denied = authorize(req, cfg.API_TOKENS, 'read');
     if (denied) throw denied;
   };
 
-  async function gpus(req: Req, res: Res, url: URL) {
-    needRead(req);
-    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listGpus(deps.clickhouse(), signal));
-    sendJson(res, 200, { gpus: rows, count: rows.length });
-  }
+  // The answers, shared by the REST routes below and GraphQL (graphql.ts).
+  const reads: Reads = {
+    async telemetry(uuid: string, query: TelemetryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
+      if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
+        throw invalidParameters([
+          { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
+        ]);
+      }
+      const limit = query.limit ?? limits.defaultLimit;
+      const ch = deps.clickhouse();
+      // One row more than the page tells whether another page exists.
+      const rows = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
+      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      const next =
+        rows.length > limit && last
+          ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
+          : null;
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
+        count: page.length,
+        data: page.map(publicSample),
+        next_cursor: next,
+      };
+    },
+
+    async summary(uuid: string, query: SummaryQuery, signal?: AbortSignal) {
+      checkWindow(query);
+      const ch = deps.clickhouse();
+      const metrics = await gpuSummary(ch, { uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
+      if (metrics.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      return {
+        uuid,
+        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
+        count: metrics.length,
+        metrics,
+      };
+    },
+
+    async metrics(signal?: AbortSignal) {
+      const rows = await listMetrics(deps.clickhouse(), signal);
+      return { metrics: rows, count: rows.length };
+    },
+
+    exists: (uuid: string, signal?: AbortSignal) => gpuExists(deps.clickhouse(), uuid, signal),
+    series: (uuid, query, signal) => {
+      checkWindow(query);
+      return gpuSeries(deps.clickhouse(), uuid, query, signal);
+    },
+  };
 
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
-    checkWindow(query);
-    const scope: CursorScope = { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric };
-    if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
-      throw invalidParameters([
-        { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
-      ]);
-    }
-    const limit = query.limit ?? limits.defaultLimit;
-    const ch = deps.clickhouse();
-    const rows = await untilClientLeaves(res, async (signal) => {
-      // One row more than the page tells whether another page exists.
-      const found = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    const next =
-      rows.length > limit && last
-        ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
-        : null;
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
-      count: page.length,
-      data: page.map(publicSample),
-      next_cursor: next,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.telemetry(path.uuid, query, signal)));
   }
 
   async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: summaryQuery, url });
-    checkWindow(query);
-    const ch = deps.clickhouse();
-    const metrics = await untilClientLeaves(res, async (signal) => {
-      const found = await gpuSummary(ch, { uuid: path.uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
-      if (found.length === 0 && !(await gpuExists(ch, path.uuid, signal))) throw notFound(path.uuid);
-      return found;
-    });
-    sendJson(res, 200, {
-      uuid: path.uuid,
-      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },
-      count: metrics.length,
-      metrics,
-    });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.summary(path.uuid, query, signal)));
+  }
+
+  async function series(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: seriesQuery, url, repeatable: ['metric'] });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.series(path.uuid, query, signal)));
+  }
+
+  async function duplicates(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path } = validateRequest({ schema: uploadPathParams, values: params }, { schema: noQuery, url });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => uploadDuplicates(deps.clickhouse(), path.id, signal)));
   }
 
   async function metrics(req: Req, res: Res, url: URL) {
     needRead(req);
     validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
-    const rows = await untilClientLeaves(res, (signal) => listMetrics(deps.clickhouse(), signal));
-    sendJson(res, 200, { metrics: rows, count: rows.length });
+    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.metrics(signal)));
   }
 
   function document(req: Req, res: Res) {
@@ -150,12 +179,50 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     res.end(openapi);
   }
 
-  function docs(_req: Req, res: Res) {
-    res.writeHead(200, {
-      'content-type': 'text/html; charset=utf-8',
-      'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+  /** What the console needs before it can call anything (no token needed: it says whether one is). */
+  function consoleConfig(_req: Req, res: Res, url: URL) {
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    sendJson(res, 200, {
+      auth: cfg.API_TOKENS.size ? 'bearer' : 'none',
+      upload_url: consoleCfg.UPLOAD_PUBLIC_URL?.replace(/\/$/, '') ?? null,
+      live: { resume_window_seconds: Math.round(consoleCfg.LIVE_RESUME_WINDOW_MS / 1000), heartbeat_seconds: consoleCfg.LIVE_HEARTBEAT_MS / 1000 },
+      limits: { max_limit: limits.maxLimit },
+    }, { 'cache-control': 'no-store' });
+  }
+
+  async function pipeline(req: Req, res: Res, url: URL) {
+    needRead(req);
+    validateRequest({ schema: noQuery, values: {} }, { schema: noQuery, url });
+    await live.start();
+    const state = await pipelineState(await deps.nats(), {
+      rows: live.rowsPerSecond(),
+      liveClients: live.clientCount,
+      autoscalerFile: consoleCfg.AUTOSCALER_STATUS_FILE,
     });
-    res.end(DOCS_HTML);
+    sendJson(res, 200, state, { 'cache-control': 'no-store' });
+  }
+
+  async function openLive(req: Req, res: Res, filter: { uuid?: string; metrics: string[] }) {
+    if (live.full()) {
+      res.setHeader('retry-after', '10');
+      throw new HttpError(503, 'too_many_live_clients', `this replica already serves ${consoleCfg.LIVE_MAX_CLIENTS} live connections (LIVE_MAX_CLIENTS)`);
+    }
+    await live.start();
+    const last = req.headers['last-event-id'];
+    live.attach(res, filter, typeof last === 'string' ? last.slice(0, 64) : undefined);
+  }
+
+  async function gpuLive(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: liveGpuQuery, url });
+    // No 404 for a GPU never seen: watching for its first samples is a valid use.
+    await openLive(req, res, { uuid: path.uuid, metrics: query.metric ?? [] });
+  }
+
+  async function metricLive(req: Req, res: Res, params: Record<string, string>, url: URL) {
+    needRead(req);
+    const { path } = validateRequest({ schema: metricPathParams, values: params }, { schema: liveMetricQuery, url });
+    await openLive(req, res, { metrics: [path.metric] });
   }
 
   const ready = async (): Promise<NotReady[]> => {
@@ -164,21 +231,32 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     return checks.flat();
   };
 
-  return router(
+  const handler = router(
     [
-      { method: 'GET', path: '/api/v1/gpus', handle: (req, res, _p, url) => gpus(req, res, url) },
+      ...fleetRoutes(fleet, cursors, needRead),
+      ...graphqlRoutes({ fleet, reads, cursors, limits }, needRead),
       { method: 'GET', path: '/api/v1/gpus/{uuid}/telemetry', handle: telemetry },
       { method: 'GET', path: '/api/v1/gpus/{uuid}/summary', handle: summary },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/series', handle: series },
+      { method: 'GET', path: '/api/v1/uploads/{id}/duplicates', handle: duplicates },
       { method: 'GET', path: '/api/v1/metrics', handle: (req, res, _p, url) => metrics(req, res, url) },
+      { method: 'GET', path: '/api/v1/gpus/{uuid}/live', handle: gpuLive },
+      { method: 'GET', path: '/api/v1/metrics/{metric}/live', handle: metricLive },
+      { method: 'GET', path: '/api/v1/pipeline', handle: (req, res, _p, url) => pipeline(req, res, url) },
+      { method: 'GET', path: '/api/v1/console/config', handle: (req, res, _p, url) => consoleConfig(req, res, url) },
       { method: 'GET', path: '/openapi.json', handle: document },
-      { method: 'GET', path: '/docs', handle: docs },
+      // The console and the API reference (Swagger UI): static files, no token needed to load them.
+      { method: 'GET', path: '/', handle: (req, res) => assets.send(req, res, 'index.html', csp) },
+      { method: 'GET', path: '/docs', handle: (req, res) => assets.send(req, res, 'docs.html', csp) },
+      { method: 'GET', path: '/assets/{name}', handle: (req, res, p) => assets.send(req, res, `assets/${p.name}`, csp, 'immutable') },
       ...operationalRoutes(ready, 'query'),
     ],
     { name: 'query' },
   );
+  return Object.assign(handler, { close: () => live.stop() });
 }
 
-let handler: HttpHandler | undefined;
+let handler: ReturnType<typeof createQueryHandler> | undefined;
 /** The handler configured from the environment (created on first use). */
 export function queryHandler(req: Req, res: Res) {
   handler ??= createQueryHandler(parseEnv(queryEnv), {
@@ -186,6 +264,11 @@ export function queryHandler(req: Req, res: Res) {
     nats: () => sharedNats('query'),
   });
   return handler(req, res);
+}
+
+/** Ends live streams (they would hold the HTTP server open while it drains). */
+export async function closeQueryHandler(): Promise<void> {
+  await handler?.close();
 }
 
 functions.http('query', queryHandler);

@@ -12,7 +12,7 @@ import type { Limits } from './config.ts';
 // Time bounds follow the same rule as stored timestamps (shared/sample-rules.ts).
 export { parseInstant };
 
-const timeParam = (round: 'up' | 'down', description: string, example: string) =>
+export const timeParam = (round: 'up' | 'down', description: string, example: string) =>
   z
     .string()
     .transform((s, ctx) => {
@@ -36,14 +36,14 @@ const endTime = timeParam(
   'Only samples at or before this instant (inclusive). RFC 3339; fractional seconds and UTC offsets are accepted.',
   '2025-07-18T20:42:37Z',
 );
-const metricParam = z
+export const metricParam = z
   .string()
   .min(1, 'must not be empty')
   .max(128, 'is longer than 128 characters')
   .optional()
   .meta({ description: 'Only samples of this metric (exact DCGM metric name).', example: 'DCGM_FI_DEV_GPU_UTIL' });
 
-const limitParam = (limits: Limits) => {
+export const limitParam = (limits: Limits, what = 'samples') => {
   const message = `must be an integer from 1 to ${limits.maxLimit}`;
   return z
     .string()
@@ -52,7 +52,7 @@ const limitParam = (limits: Limits) => {
     .pipe(z.number().int().min(1, message).max(limits.maxLimit, message))
     .optional()
     .meta({
-      description: `Page size: at most this many samples per response. Values above ${limits.maxLimit} are rejected.`,
+      description: `Page size: at most this many ${what} per response. Values above ${limits.maxLimit} are rejected.`,
       type: 'integer',
       minimum: 1,
       maximum: limits.maxLimit,
@@ -99,15 +99,123 @@ export type TelemetryQuery = z.output<ReturnType<typeof telemetryQuery>>;
 export const summaryQuery = z.strictObject({ start_time: startTime, end_time: endTime, metric: metricParam });
 export type SummaryQuery = z.output<typeof summaryQuery>;
 
+const metricName = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(128, 'is longer than 128 characters')
+  .regex(/^[A-Za-z_:][A-Za-z0-9_:]*$/, 'is not a metric name');
+
+export const liveGpuQuery = z.strictObject({
+  metric: z
+    .string()
+    .max(4096, 'is too long')
+    .transform((s, ctx) => {
+      const names = s.split(',').map((x) => x.trim()).filter(Boolean);
+      const bad = names.find((n) => !metricName.safeParse(n).success);
+      if (bad !== undefined || names.length === 0 || names.length > 64) {
+        ctx.addIssue({ code: 'custom', message: 'must be 1 to 64 comma-separated metric names' });
+        return z.NEVER;
+      }
+      return names;
+    })
+    .optional()
+    .meta({ description: 'Only these metrics (comma-separated); all metrics when absent.', example: 'DCGM_FI_DEV_GPU_UTIL,DCGM_FI_DEV_GPU_TEMP' }),
+});
+export const liveMetricQuery = z.strictObject({});
+
+const lagSchema = z.object({
+  stream: z.string(),
+  consumer: z.string(),
+  pending: z.number().int().meta({ description: 'Messages not yet delivered (what KEDA scales on).' }),
+  ack_pending: z.number().int().meta({ description: 'Delivered, not yet acknowledged.' }),
+  redelivered: z.number().int(),
+  waiting_pulls: z.number().int(),
+});
+export const pipelineSchema = z
+  .object({
+    at: z.string().meta({ format: 'date-time' }),
+    consumers: z.array(lagSchema),
+    parts_waiting: z.number().int().meta({ description: 'Uploaded file parts not yet ingested.' }),
+    dead_letters: z.object({ messages: z.number().int(), bytes: z.number().int() }),
+    rows_stored_per_second: z.number().meta({ description: 'From collect announcements seen by this replica.' }),
+    rows_window_seconds: z.number(),
+    live_clients: z.number().int(),
+    autoscaler: z
+      .object({
+        updated_at: z.string(),
+        functions: z.array(z.object({ function: z.string(), replicas: z.number().int(), lag: z.number().nullable(), min: z.number().int(), max: z.number().int() })),
+      })
+      .nullable()
+      .meta({ description: 'Replicas per function while the local autoscaler runs (AUTOSCALER_STATUS_FILE); null otherwise.' }),
+  })
+  .meta({ id: 'PipelineState' });
+
+export const uploadPathParams = z.object({
+  id: z
+    .string()
+    .regex(/^[\w-]{1,128}$/, 'must be an upload id (letters, digits, _ and -, at most 128)')
+    .meta({ description: 'Upload id, as returned by POST /api/v1/uploads.', example: '0198a3e2-4b1c-7d2e-9f10-1a2b3c4d5e6f' }),
+});
+
+// Series: bounded so one answer stays small whatever the window (≤ 10 metrics × 10,000 buckets).
+export const SERIES_LIMITS = { maxMetrics: 10, maxBuckets: 10_000, defaultMaxPoints: 1000, minStepSeconds: 1, maxStepSeconds: 3650 * 86_400 } as const;
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** `30s`, `1m`, `5m`, `1h`, `1d` or plain seconds → seconds; a message when it is not one. */
+export function parseStep(text: string): number | string {
+  const m = /^([0-9]{1,10})([smhd]?)$/.exec(text);
+  const seconds = m ? Number(m[1]) * UNIT_SECONDS[m[2] || 's'] : NaN;
+  if (!(seconds >= SERIES_LIMITS.minStepSeconds && seconds <= SERIES_LIMITS.maxStepSeconds)) {
+    return `must be a duration like 30s, 1m, 5m, 1h or 1d (or whole seconds), from 1s to ${SERIES_LIMITS.maxStepSeconds / 86_400}d`;
+  }
+  return seconds;
+}
+
+export const seriesQuery = z.strictObject({
+  metric: z
+    .array(z.string().min(1, 'must not be empty').max(128, 'is longer than 128 characters'))
+    .min(1, 'is required (repeat it for several metrics)')
+    .max(SERIES_LIMITS.maxMetrics, `may be given at most ${SERIES_LIMITS.maxMetrics} times`)
+    .meta({ description: `Metric name; repeat for up to ${SERIES_LIMITS.maxMetrics} metrics.`, example: ['DCGM_FI_DEV_GPU_UTIL'] }),
+  start_time: timeParam('up', 'Window start (inclusive). Default: end_time − 24 h. Rounded down to the step: buckets are whole.', '2025-07-18T00:00:00Z'),
+  end_time: timeParam("down", "Window end (inclusive). Default: the GPU's last sample (so historical imports chart).", '2025-07-18T23:59:59Z'),
+  step: z
+    .string()
+    .transform((s, ctx) => {
+      const seconds = parseStep(s);
+      if (typeof seconds === 'string') {
+        ctx.addIssue({ code: 'custom', message: seconds });
+        return z.NEVER;
+      }
+      return seconds;
+    })
+    .optional()
+    .meta({ description: 'Bucket width (`30s`, `1m`, `5m`, `1h`, `1d`, or whole seconds); buckets are epoch-aligned in UTC. Not with max_points.', example: '1m' }),
+  max_points: z
+    .string()
+    .regex(/^\+?[0-9]{1,10}$/, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`)
+    .transform(Number)
+    .pipe(z.number().int().min(1, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`).max(SERIES_LIMITS.maxBuckets, `must be an integer from 1 to ${SERIES_LIMITS.maxBuckets}`))
+    .optional()
+    .meta({
+      description: 'Without step: the smallest step of the ladder 1s, 2s, 5s, 10s, 15s, 30s, 1m, 2m, 5m, 10m, 15m, 30m, 1h, 2h, 3h, 6h, 12h, 1d (then whole days) giving at most this many buckets per metric.',
+      type: 'integer',
+      minimum: 1,
+      maximum: SERIES_LIMITS.maxBuckets,
+      default: SERIES_LIMITS.defaultMaxPoints,
+    }),
+});
+export type SeriesQuery = z.output<typeof seriesQuery>;
+
 /** Routes without parameters still reject unknown ones (a typo should not be silently ignored). */
 export const noQuery = z.strictObject({});
 
 // ---------------------------------------------------------------------------------------------
 // Response bodies
 
-const timestamp = (description: string) =>
+export const timestamp = (description: string) =>
   z.string().meta({ description: `${description} (RFC 3339, UTC).`, format: 'date-time', example: '2025-07-18T20:42:34.000Z' });
-const count = (description: string) => z.number().int().min(0).meta({ description });
+export const count = (description: string) => z.number().int().min(0).meta({ description });
 
 export const gpuSchema = z
   .object({
@@ -118,14 +226,10 @@ export const gpuSchema = z
     hostname: z.string(),
     first_seen: timestamp('Earliest sample'),
     last_seen: timestamp('Latest sample'),
-    samples: count('Stored samples of this GPU.'),
+    samples: count('Distinct samples of this GPU (a sample stored twice counts once).'),
     metrics: z.array(z.string()).meta({ description: 'Metric names with samples, sorted.' }),
   })
   .meta({ id: 'Gpu' });
-
-export const gpuListSchema = z
-  .object({ gpus: z.array(gpuSchema).meta({ description: 'Ordered by uuid.' }), count: count('Number of GPUs.') })
-  .meta({ id: 'GpuList' });
 
 export const sampleSchema = z
   .object({
@@ -190,8 +294,8 @@ export const summarySchema = z
 export const metricStatSchema = z
   .object({
     metric_name: z.string(),
-    samples: count('Stored samples of this metric.'),
-    gpus: count('Distinct GPUs reporting it (HyperLogLog estimate, exact for small sets).'),
+    samples: count('Distinct samples of this metric (a sample stored twice counts once).'),
+    gpus: count('Distinct GPUs reporting it (exact, from rollup_1d).'),
     min: z.number(),
     max: z.number(),
     avg: z.number(),
@@ -203,6 +307,40 @@ export const metricStatSchema = z
 export const metricListSchema = z
   .object({ metrics: z.array(metricStatSchema).meta({ description: 'Ordered by metric_name.' }), count: count('Number of metrics.') })
   .meta({ id: 'MetricList' });
+
+export const seriesPointSchema = z
+  .object({
+    t: timestamp('Bucket start'),
+    count: count('Distinct samples in the bucket.'),
+    min: z.number(),
+    max: z.number(),
+    avg: z.number(),
+    last: z.number().meta({ description: 'Value of the latest sample in the bucket.' }),
+  })
+  .meta({ id: 'SeriesPoint' });
+
+export const seriesSchema = z
+  .object({
+    uuid: z.string(),
+    start_time: timestamp('Window start used'),
+    end_time: timestamp('Window end used'),
+    step: z.string().meta({ description: 'Bucket width used, e.g. `1m`.', example: '1m' }),
+    step_seconds: z.number().int().min(1),
+    source: z.enum(['rollup_1m', 'rollup_1h', 'rollup_1d', 'raw']).meta({ description: 'What served the buckets: the coarsest rollup whose width divides the step, raw samples otherwise.' }),
+    series: z
+      .array(z.object({ metric: z.string(), points: z.array(seriesPointSchema).meta({ description: 'In time order; empty buckets are omitted.' }) }))
+      .meta({ description: 'One entry per requested metric, in request order.' }),
+  })
+  .meta({ id: 'Series' });
+
+export const uploadDuplicatesSchema = z
+  .object({
+    upload_id: z.string(),
+    rows_stored: count("The upload's rows in storage (every copy, before collapsing)."),
+    already_present: count('Rows of it whose sample (uuid, metric, timestamp) had been stored before them (by an earlier upload or an earlier line).'),
+    superseded: count('Samples of it whose value a later upload replaced (the later upload wins).'),
+  })
+  .meta({ id: 'UploadDuplicates' });
 
 // The error envelope and probe bodies are the same for every HTTP function (shared/http.ts).
 export { errorSchema, healthSchema } from '../../shared/api-schemas.ts';

@@ -20,6 +20,15 @@ export const uploadEnv = httpEnv
     UPLOAD_LEASE_MS: intVar(30_000, 1000, 3_600_000),
     /** How often each upload replica looks for uploads with an expired lease. */
     UPLOAD_REAP_INTERVAL_MS: intVar(10_000, 100, 3_600_000),
+    /**
+     * Browser origins allowed to call the upload API (CORS), comma-separated, e.g. the query
+     * function's console at http://127.0.0.1:8082. Unset: no cross-origin access.
+     */
+    UPLOAD_CORS_ORIGINS: z
+      .string()
+      .optional()
+      .transform((v) => (v ?? '').split(',').map((s) => s.trim().replace(/\/$/, '')).filter(Boolean))
+      .pipe(z.array(z.string().url('must be a list of origins like https://console.example.com'))),
   })
   .superRefine(httpTimeoutsRule);
 export type UploadConfig = z.infer<typeof uploadEnv>;

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import type { NatsConnection } from 'nats';
 import { parseEnv } from '../../shared/config.ts';
+import { withCors } from '../../shared/cors.ts';
 import { HttpError, annotate, authorize, operationalRoutes, router, sendJson, type HttpHandler, type Req, type Res } from '../../shared/http.ts';
 import { BUCKETS } from '../../shared/names.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
@@ -39,7 +40,7 @@ export function createUploadHandler(cfg: UploadConfig, getNats: () => Promise<Na
     sendJson(res, 200, result);
   }
 
-  return router(
+  const routes = router(
     [
       {
         method: 'POST',
@@ -55,6 +56,13 @@ export function createUploadHandler(cfg: UploadConfig, getNats: () => Promise<Na
     ],
     { name: 'upload' },
   );
+  // The console (query's origin) uploads from the browser and follows the status.
+  return withCors(routes, {
+    origins: cfg.UPLOAD_CORS_ORIGINS,
+    methods: ['GET', 'POST'],
+    headers: ['authorization', 'content-type', 'content-encoding', 'idempotency-key'],
+    exposeHeaders: ['location', 'retry-after'],
+  });
 }
 
 let handler: HttpHandler | undefined;

@@ -26,6 +26,8 @@ const { values } = parseArgs({
     ingest: { type: 'string', default: '2' },
     collect: { type: 'string', default: '1' },
     runs: { type: 'string', default: '1' },
+    /** fleets (default): distinct GPUs per copy; series: the same GPUs, 10 s later (generate.ts). */
+    shape: { type: 'string', default: 'fleets' },
     keep: { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
   },
@@ -152,7 +154,7 @@ async function main() {
   const work = mkdtempSync(join(tmpdir(), 'gputel-bench-'));
   const csv = join(work, 'dcgm-large.csv');
   const t0 = Date.now();
-  const { rows, bytes } = await generateCsv(join(repoRoot, 'test/fixtures/dcgm_metrics_20250718_134233.csv'), csv, Number(values.rows));
+  const { rows, bytes } = await generateCsv(join(repoRoot, 'test/fixtures/dcgm_metrics_20250718_134233.csv'), csv, Number(values.rows), values.shape === 'series' ? 'series' : 'fleets');
   console.log(`generated ${fmt(rows)} rows, ${(bytes / 1024 ** 2).toFixed(0)} MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   const stack = await startStack({

@@ -97,10 +97,13 @@ async function demo(): Promise<void> {
     console.log(`stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s — the API is OPEN in the demo (set API_TOKENS to require bearer tokens)`);
     const status = await uploadFile(FIXTURE, { url: stack.uploadUrl, wait: true, out: process.stdout });
     if (status.state !== 'done') throw new Error(`upload ended in state ${status.state}: ${status.error ?? ''}`);
-    const gpus = await getJson(`${stack.queryUrl}/api/v1/gpus`);
+    // The GPU list is paged: the total is the sum over hosts.
+    const gpus = await getJson(`${stack.queryUrl}/api/v1/gpus?limit=1`);
+    const hosts = await getJson(`${stack.queryUrl}/api/v1/hosts?limit=1000`);
+    const gpuCount = hosts.hosts.reduce((n: number, h: { gpus: number }) => n + h.gpus, 0);
     const metrics = await getJson(`${stack.queryUrl}/api/v1/metrics`);
     const rows = metrics.metrics.reduce((n: number, m: { samples: number }) => n + m.samples, 0);
-    console.log(`\nGPUs: ${gpus.count}   rows stored: ${rows.toLocaleString()}   metrics: ${metrics.count}`);
+    console.log(`\nGPUs: ${gpuCount}   rows stored: ${rows.toLocaleString()}   metrics: ${metrics.count}`);
     const gpu = gpus.gpus[0];
     const telemetry = await getJson(`${stack.queryUrl}/api/v1/gpus/${encodeURIComponent(gpu.uuid)}/telemetry?limit=5`);
     console.log(`\nfirst rows of ${gpu.uuid} (${gpu.hostname}, ${gpu.device}, ${gpu.model_name}):`);
@@ -124,15 +127,28 @@ async function demo(): Promise<void> {
 
 async function up(autoscale: boolean): Promise<void> {
   const dataDir = values.data ?? join(repoRoot, '.data');
+  const uploadPort = values['upload-port'] ? Number(values['upload-port']) : 8081;
+  const queryPort = values['query-port'] ? Number(values['query-port']) : 8082;
+  const { statusFileIn } = await import('./autoscaler/index.ts');
   const stack: Stack = await startStack({
+    // The console (query, at /) uploads to the upload function from the browser: tell it where
+    // upload is and let upload accept the console's origin. AUTOSCALER_STATUS_FILE: replicas on
+    // the console's Pipeline page. Variables already set in the environment win.
+    env: Object.fromEntries(
+      Object.entries({
+        UPLOAD_PUBLIC_URL: `http://127.0.0.1:${uploadPort}`,
+        UPLOAD_CORS_ORIGINS: `http://127.0.0.1:${queryPort},http://localhost:${queryPort}`,
+        AUTOSCALER_STATUS_FILE: statusFileIn(dataDir),
+      }).filter(([k]) => !process.env[k]),
+    ),
     dataDir,
     verbose: true,
     // A crashed or killed function comes back, with back-off, as under a Deployment.
     supervise: true,
     ingestWorkers: autoscale ? 0 : count(values.ingest, 1, 'ingest'),
     collectWorkers: autoscale ? 0 : count(values.collect, 1, 'collect'),
-    uploadPort: values['upload-port'] ? Number(values['upload-port']) : 8081,
-    queryPort: values['query-port'] ? Number(values['query-port']) : 8082,
+    uploadPort,
+    queryPort,
     host: values.expose ? '0.0.0.0' : '127.0.0.1',
     remoteWritePort: values['remote-write-port'] ? Number(values['remote-write-port']) : 8083,
     httpFunctions: ['upload', 'query', 'remote-write'],
@@ -151,6 +167,7 @@ async function up(autoscale: boolean): Promise<void> {
 local stack is up (data in ${dataDir}); the API is OPEN unless API_TOKENS is set
   ${values.expose ? `listening on ALL interfaces (--expose)${process.env.API_TOKENS ? '' : ' with an OPEN API: anyone on the network can upload and read'}` : 'listening on 127.0.0.1 only (--expose listens on all interfaces)'}
   upload:  ${stack.uploadUrl}/api/v1/uploads     e.g. curl --data-binary @${FIXTURE} -H 'content-type: text/csv' ${stack.uploadUrl}/api/v1/uploads
+  console: ${stack.queryUrl}/   (Fleet, GPU charts, Upload, Pipeline; API reference at ${stack.queryUrl}/docs)
   query:   ${stack.queryUrl}/api/v1/gpus   ${stack.queryUrl}/api/v1/metrics   ${stack.queryUrl}/openapi.json
   remote write (Prometheus remote_write url): ${stack.remoteWriteUrl}/api/v1/write   e.g. npm run cli -- remote-write --count 0
   NATS:    ${stack.nats.url} (monitoring http://${stack.nats.monitorEndpoint}/jsz)

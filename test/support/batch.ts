@@ -77,7 +77,7 @@ export async function sampleBatchEvent(opts: {
   alter?: (block: Buffer) => Buffer;
 }): Promise<CloudEvent<Buffer>> {
   const id = `${opts.uploadId}.${opts.part ?? 0}.${opts.seq}`;
-  const encoder = new SampleBatchEncoder(opts.uploadId, id, opts.receivedAt ?? Date.UTC(2025, 6, 19), opts.samples.length);
+  const encoder = new SampleBatchEncoder(opts.uploadId, id, opts.receivedAt ?? Date.now(), opts.samples.length);
   for (const { sample, line } of opts.samples) encoder.add(sample, sample.timestamp, line);
   return new CloudEvent({
     id,

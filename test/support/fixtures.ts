@@ -50,6 +50,7 @@ export function clickhouseTimestamp(rfc3339: string): string {
 /** The fixture as TabSeparated rows in SAMPLE_INSERT_COLUMNS order. */
 export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: FixtureRow[]; receivedAt?: string }): string {
   const batchRows = opts.batchRows ?? 500;
+  const receivedNow = clickhouseTimestamp(new Date().toISOString());
   return (opts.rows ?? fixtureRows())
     .map((r, i) => {
       const values: Record<(typeof SAMPLE_INSERT_COLUMNS)[number], string> = {
@@ -68,7 +69,8 @@ export function fixtureTsv(opts: { uploadId: string; batchRows?: number; rows?: 
         upload_id: opts.uploadId,
         batch_id: `${opts.uploadId}.0.${Math.floor(i / batchRows)}`,
         line: String(r.line),
-        received_at: opts.receivedAt ?? '2025-07-19 00:00:00.000',
+        // Now by default: raw retention (RAW_RETENTION_DAYS) runs on received_at.
+        received_at: opts.receivedAt ?? receivedNow,
       };
       return SAMPLE_INSERT_COLUMNS.map((c) => tsv(values[c])).join('\t') + '\n';
     })
