@@ -1,8 +1,8 @@
-// npm run bench:query [-- --gpus 10000 --days 7 --metrics 2 --requests 320 --concurrency 32 --memory-gpus 100000 --data DIR]
+// npm run bench:query [-- --gpus 10000 --days 7 --metrics 2 --requests 320 --concurrency 32 --memory-gpus 100000 --data DIR --only NAME]
 // Fleet-scale reads, in one run on one ClickHouse engine (chdb served over HTTP):
 //  1. builds a fleet straight in ClickHouse with INSERT … SELECT FROM numbers(): `gpus` GPUs
 //     reporting `metrics` metrics every 10 s for `days` days (the inventory and metric stats fill
-//     through their views), then the rollups with INSERT … SELECT (1 m from samples, 1 h from 1 m,
+//     through their views; received now, so raw retention keeps them), then the rollups with INSERT … SELECT (1 m from samples, 1 h from 1 m,
 //     1 d from 1 h; the generated samples have no duplicates, so no collapse is needed);
 //  2. starts the query function (esbuild bundle, its own process) on that database and, per
 //     route, sends `requests` requests from `concurrency` concurrent clients, then the same SQL
@@ -23,6 +23,7 @@ import { provisionClickHouse } from '../../shared/provision.ts';
 import { flagEnv } from '../../functions/query/config.ts';
 import { cursorSigner } from '../../functions/query/cursor.ts';
 import { fleetService } from '../../functions/query/fleet.ts';
+import { gpuSeries } from '../../functions/query/series.ts';
 import { gpuSummary, telemetryPage } from '../../functions/query/sql.ts';
 import { functionCommand, repoRoot } from '../local/stack.ts';
 import { freePort } from '../support/ports.ts';
@@ -39,6 +40,8 @@ const { values } = parseArgs({
     'memory-gpus': { type: 'string', default: '100000' },
     /** Keep ClickHouse's data here and reuse a fleet already built there (skips step 1). */
     data: { type: 'string' },
+    /** Only the routes whose name contains this. */
+    only: { type: 'string', default: '' },
   },
 });
 const GPUS = Number(values.gpus);
@@ -71,7 +74,7 @@ function samplesInsert(from: number, to: number): string {
       multiIf(m = 0, 45 + (gpu % 50) + 5 * sin(step / 360), m = 1, if(gpu % 10 = 0, 0, 50 + 40 * sin(step / 100 + gpu)),
               m = 2, if(gpu % 10 = 0 AND gpu % 20 != 0, 4, 30000), if(gpu % 997 = 0 AND step % 5000 = 0, 79, 0)) AS value,
       '' AS labels_raw, 'bench' AS upload_id, concat('bench.', toString(intDiv(gpu, 100))) AS batch_id,
-      toUInt32(step) AS line, toDateTime64('2026-01-08 00:00:00', 3, 'UTC') AS received_at
+      toUInt32(step) AS line, now64(3, 'UTC') AS received_at
     FROM (SELECT ${from} + intDiv(number, ${per}) AS gpu, intDiv(number, ${METRICS.length}) % ${STEPS} AS step, number % ${METRICS.length} AS m
           FROM numbers(${(to - from) * per}))
     -- every 1,000th GPU went silent an hour before the end (stale)
@@ -92,6 +95,7 @@ async function build(ch: ClickHouseClient): Promise<number> {
     process.stdout.write(`\r  samples: GPUs ${fmt(Math.min(GPUS, from + chunk))}/${fmt(GPUS)} (${secs(t0)} s)`);
   }
   const [{ n }] = await (await ch.query({ query: `SELECT count() AS n FROM ${DB}.${T.samples}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<{ n: number }>();
+  if (n === 0) throw new Error('no samples stored (retention?)');
   console.log(`\n  ${fmt(n)} samples (${fmt(GPUS)} GPUs × ${METRICS.length} metrics × ${DAYS} days at ${STEP_S} s) in ${secs(t0)} s`);
   t0 = performance.now();
   const raw = { count: 'count()', min: 'min(value)', max: 'max(value)', sum: 'sum(value)', last: 'argMax(value, timestamp)', lastTs: 'max(timestamp)' };
@@ -189,6 +193,7 @@ async function main() {
     const hourStart = new Date(END_MS - 3_600_000).toISOString();
     const end = new Date(END_MS).toISOString();
     const dayStart = new Date(END_MS - 86_400_000).toISOString();
+    const weekStart = new Date(END_MS - 7 * 86_400_000).toISOString();
     const gql = (query: string) => () =>
       getJson(`${api.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ query }) }).then(() => undefined);
     const rest = (path: string) => () => getJson(api.url + path).then(() => undefined);
@@ -211,6 +216,16 @@ async function main() {
         api: rest(`/api/v1/metrics/${METRICS[0]}/top?start_time=${dayStart}&end_time=${end}&by=max`),
         direct: () => fleet.top(METRICS[0], { start_time: END_MS - 86_400_000, end_time: END_MS, by: 'max', order: 'desc' }).then(() => undefined),
       },
+      {
+        name: 'series 24 h, step 1m (rollup_1m)',
+        api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${dayStart}&end_time=${end}&step=1m`),
+        direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 86_400_000, end_time: END_MS, step: 60 }).then(() => undefined),
+      },
+      {
+        name: 'series 7 d, step 1h (rollup_1h)',
+        api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${weekStart}&end_time=${end}&step=1h`),
+        direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 7 * 86_400_000, end_time: END_MS, step: 3600 }).then(() => undefined),
+      },
       { name: 'anomalies (last hour)', api: rest('/api/v1/anomalies'), direct: () => fleet.anomalies({}).then(() => undefined) },
       {
         name: 'GraphQL gpus page (100)',
@@ -220,11 +235,20 @@ async function main() {
     ];
     console.log(`\n${REQUESTS} requests per route from ${CONCURRENCY} concurrent clients (ms)`);
     console.log(`| route | API p50 | API p99 | direct p50 | direct p99 | p99 ratio |\n|---|---:|---:|---:|---:|---:|`);
-    for (const r of routes) {
+    for (const r of routes.filter((x) => x.name.includes(values.only!))) {
       const a = await measure(r.api);
       const d = await measure(r.direct);
       console.log(`| ${r.name} | ${a.p50.toFixed(1)} | ${a.p99.toFixed(1)} | ${d.p50.toFixed(1)} | ${d.p99.toFixed(1)} | ${(a.p99 / d.p99).toFixed(2)} |`);
     }
+    // One client, one request at a time: a 7-day chart of one GPU from rollup_1h.
+    const single: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const t0 = performance.now();
+      await getJson(`${api.url}/api/v1/gpus/${uuid}/series?metric=${METRICS.join('&metric=')}&start_time=${weekStart}&end_time=${end}&step=1h`);
+      single.push(performance.now() - t0);
+    }
+    single.sort((a, b) => a - b);
+    console.log(`\nsingle request, 7-day series of ${METRICS.length} metrics (step 1h, rollup_1h): p50 ${single[24].toFixed(1)} ms, max ${single[49].toFixed(1)} ms`);
     await direct.close();
     api.proc.kill('SIGTERM');
 

@@ -147,7 +147,8 @@ export const httpCases: HttpCase[] = [
   { name: 'telemetry uuid longer than 128', fn: 'query', path: `/api/v1/gpus/${'G'.repeat(200)}/telemetry`, status: 400, names: /uuid is longer than 128 characters/ },
   { name: 'telemetry start_time with a NUL', fn: 'query', path: `${TELEMETRY}?start_time=2025-07-18T20:42:34Z%00`, status: 400, names: /start_time must be an RFC 3339 timestamp/, marker: '\u0000' },
   { name: 'summary start_time hexadecimal', fn: 'query', path: '/api/v1/gpus/GPU-corpus/summary?start_time=0x10', status: 400, names: /start_time must be an RFC 3339 timestamp/ },
-  { name: 'gpus with an unknown parameter', fn: 'query', path: '/api/v1/gpus?lmit=5', status: 400, names: /lmit is not a known parameter/ },
+  { name: 'gpus with an unknown parameter', fn: 'query', path: '/api/v1/gpus?page=5', status: 400, names: /page is not a known parameter/ },
+  { name: 'gpus limit over 1000', fn: 'query', path: '/api/v1/gpus?limit=1001', status: 400, names: /limit must be an integer from 1 to 1000/ },
   { name: 'metrics with a parameter of raw bytes', fn: 'query', path: '/api/v1/metrics?%FF=1', status: 400, names: /\(a parameter name of 1 characters that is not printable ASCII\)/, marker: '\ufffd' },
 ];
 
