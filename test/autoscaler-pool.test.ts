@@ -12,13 +12,14 @@ const dir = mkdtempSync(join(tmpdir(), 'pool-'));
 const script = join(dir, 'worker.mjs');
 writeFileSync(
   script,
-  `console.log('started port=' + process.env.WORKER_HTTP_PORT + ' foo=' + process.env.FOO);
-   const keep = setInterval(() => {}, 1000);
+  `const keep = setInterval(() => {}, 1000);
    process.on('SIGTERM', () => {
      if (process.env.IGNORE_TERM) return;
      console.log('draining');
      setTimeout(() => { console.log('drained'); clearInterval(keep); }, 150);
    });
+   // After the handler: a SIGTERM sent on seeing this line must find it installed.
+   console.log('started port=' + process.env.WORKER_HTTP_PORT + ' foo=' + process.env.FOO);
    if (process.env.CRASH_FILE) {
      const fs = await import('node:fs');
      if (!fs.existsSync(process.env.CRASH_FILE)) { fs.writeFileSync(process.env.CRASH_FILE, 'x'); console.error('boom'); process.exit(3); }

@@ -13,7 +13,8 @@ import { freePort, waitFor } from './support/ports.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'supervisor-'));
 const script = join(dir, 'fn.mjs');
-writeFileSync(script, `console.log('up ' + process.pid); setInterval(() => {}, 1000); process.on('SIGTERM', () => { console.log('draining'); process.exit(0); });`);
+// The handler before 'up': a SIGTERM sent on seeing 'up' must find it installed.
+writeFileSync(script, `process.on('SIGTERM', () => { console.log('draining'); process.exit(0); }); setInterval(() => {}, 1000); console.log('up ' + process.pid);`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const alive = (pid: number) => {
   try {
@@ -78,7 +79,7 @@ describe('SupervisedProcess', () => {
     expect(alive(pid)).toBe(false);
 
     const stubborn = join(dir, 'stubborn.mjs');
-    writeFileSync(stubborn, `console.log('up'); setInterval(() => {}, 1000); process.on('SIGTERM', () => {});`);
+    writeFileSync(stubborn, `process.on('SIGTERM', () => {}); setInterval(() => {}, 1000); console.log('up');`);
     const out: string[] = [];
     const s = new SupervisedProcess({ args: [stubborn], cwd: dir, env: process.env, output: (l) => out.push(l) });
     await waitFor(async () => out.includes('up'), 'start', 10_000);
