@@ -16,7 +16,7 @@ import { LiveRelay } from './live.ts';
 import { pipelineState } from './pipeline.ts';
 import { buildOpenApi } from './openapi.ts';
 import { invalidParameters, validateRequest } from './params.ts';
-import { checkWindow, untilClientLeaves } from './requests.ts';
+import { checkWindow, gpuNotFound, untilClientLeaves } from './requests.ts';
 import { gpuPathParams, liveGpuQuery, liveMetricQuery, noQuery, seriesQuery, summaryQuery, telemetryQuery, uploadPathParams, type SummaryQuery, type TelemetryQuery } from './schemas.ts';
 import { gpuSeries } from './series.ts';
 import { gpuExists, gpuSummary, listMetrics, telemetryPage, type SampleRow } from './sql.ts';
@@ -42,14 +42,6 @@ const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-/** The flag thresholds the caller set (the rest keep their documented defaults). */
-function definedOnly(cfg: Partial<FlagConfig>): Partial<FlagConfig> {
-  const keys = Object.keys(flagEnv.shape) as (keyof FlagConfig)[];
-  return Object.fromEntries(keys.filter((k) => cfg[k] !== undefined).map((k) => [k, cfg[k]]));
-}
-
-const notFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
-
 function publicSample(row: SampleRow) {
   const { batch_id: _batch, line: _line, ...sample } = row;
   return sample;
@@ -63,9 +55,11 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     { maxAgeMs: cfg.CURSOR_MAX_AGE_S * 1000 },
   );
   const telemetryParams = telemetryQuery(limits, cursors);
-  const fleet = fleetService({ ...flagEnv.parse({}), ...definedOnly(cfg) }, deps.clickhouse, cursors);
+  // What the caller set overrides the documented defaults (flag thresholds, console settings).
+  const given = Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)) as Partial<QueryHandlerConfig>;
+  const fleet = fleetService({ ...flagEnv.parse({}), ...given }, deps.clickhouse, cursors);
   let openapi: string | undefined;
-  const consoleCfg = { ...consoleEnv.parse({}), ...Object.fromEntries(Object.entries(cfg).filter(([, v]) => v !== undefined)) };
+  const consoleCfg = { ...consoleEnv.parse({}), ...given };
   const assets = new ConsoleAssets(consoleCfg.CONSOLE_DIR ?? defaultConsoleDir());
   const uploadOrigin = consoleCfg.UPLOAD_PUBLIC_URL ? new URL(consoleCfg.UPLOAD_PUBLIC_URL).origin : undefined;
   const csp = contentSecurityPolicy(uploadOrigin ? [uploadOrigin] : []);
@@ -100,7 +94,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       const ch = deps.clickhouse();
       // One row more than the page tells whether another page exists.
       const rows = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
-      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw gpuNotFound(uuid);
       const page = rows.slice(0, limit);
       const last = page.at(-1);
       const next =
@@ -120,7 +114,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
       checkWindow(query);
       const ch = deps.clickhouse();
       const metrics = await gpuSummary(ch, { uuid, start: query.start_time, end: query.end_time, metric: query.metric }, signal);
-      if (metrics.length === 0 && !(await gpuExists(ch, uuid, signal))) throw notFound(uuid);
+      if (metrics.length === 0 && !(await gpuExists(ch, uuid, signal))) throw gpuNotFound(uuid);
       return {
         uuid,
         filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null },

@@ -22,6 +22,9 @@ export async function untilClientLeaves<T>(res: Res, work: (signal: AbortSignal)
   }
 }
 
+/** The 404 of every per-GPU route: a GPU with no stored sample. */
+export const gpuNotFound = (uuid: string) => new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
+
 export function checkWindow(q: { start_time?: number; end_time?: number }, strict = false): void {
   if (q.start_time !== undefined && q.end_time !== undefined && (strict ? q.start_time >= q.end_time : q.start_time > q.end_time)) {
     throw invalidParameters([{ parameter: 'start_time', in: 'query', message: strict ? 'must be before end_time' : 'is after end_time' }]);

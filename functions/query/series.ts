@@ -1,7 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { HttpError } from '../../shared/http.ts';
 import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from '../../shared/names.ts';
 import { invalidParameters } from './params.ts';
+import { gpuNotFound } from './requests.ts';
 import { SERIES_LIMITS, type SeriesQuery } from './schemas.ts';
 import { collapsedValues, selectRows } from './sql.ts';
 
@@ -114,7 +114,7 @@ export async function gpuSeries(client: ClickHouseClient, uuid: string, q: Serie
     throw invalidParameters([{ parameter: 'max_points', in: 'query', message: 'cannot be combined with step' }]);
   }
   const last = await lastSeen(client, uuid, signal);
-  if (last === undefined) throw new HttpError(404, 'gpu_not_found', `no telemetry is stored for GPU ${uuid}`);
+  if (last === undefined) throw gpuNotFound(uuid);
   const end = q.end_time ?? (q.start_time !== undefined ? Math.max(q.start_time, last) : last);
   const start = q.start_time ?? end - DEFAULT_WINDOW_MS;
   if (start > end) throw invalidParameters([{ parameter: 'start_time', in: 'query', message: `is after end_time (${iso(end)})` }]);
