@@ -149,6 +149,17 @@ export const httpCases: HttpCase[] = [
   { name: 'summary start_time hexadecimal', fn: 'query', path: '/api/v1/gpus/GPU-corpus/summary?start_time=0x10', status: 400, names: /start_time must be an RFC 3339 timestamp/ },
   { name: 'gpus with an unknown parameter', fn: 'query', path: '/api/v1/gpus?page=5', status: 400, names: /page is not a known parameter/ },
   { name: 'gpus limit over 1000', fn: 'query', path: '/api/v1/gpus?limit=1001', status: 400, names: /limit must be an integer from 1 to 1000/ },
+  // The time-series, fleet and live routes (GraphQL answers in its own error format: test/fleet.api.test.ts): each bad input a 400 naming the parameter, the process alive.
+  { name: 'series without a metric', fn: 'query', path: '/api/v1/gpus/GPU-corpus/series', status: 400, names: /metric/ },
+  { name: 'series step of zero', fn: 'query', path: '/api/v1/gpus/GPU-corpus/series?metric=DCGM_FI_DEV_GPU_TEMP&step=0s', status: 400, names: /step/ },
+  { name: 'series step and max_points together', fn: 'query', path: '/api/v1/gpus/GPU-corpus/series?metric=DCGM_FI_DEV_GPU_TEMP&step=1m&max_points=10', status: 400, names: /max_points/ },
+  { name: 'series step with a NUL', fn: 'query', path: '/api/v1/gpus/GPU-corpus/series?metric=DCGM_FI_DEV_GPU_TEMP&step=1m%00', status: 400, names: /step/, marker: '\u0000' },
+  { name: 'top by an unknown statistic', fn: 'query', path: '/api/v1/metrics/DCGM_FI_DEV_GPU_TEMP/top?by=median', status: 400, names: /by/ },
+  { name: 'top limit of zero', fn: 'query', path: '/api/v1/metrics/DCGM_FI_DEV_GPU_TEMP/top?limit=0', status: 400, names: /limit/ },
+  { name: 'anomalies of an unknown kind', fn: 'query', path: '/api/v1/anomalies?kind=hot', status: 400, names: /kind/ },
+  { name: 'hosts limit over 1000', fn: 'query', path: '/api/v1/hosts?limit=1001', status: 400, names: /limit/ },
+  { name: 'hosts garbage cursor', fn: 'query', path: '/api/v1/hosts?cursor=%FF%00garbage', status: 400, names: /cursor/, marker: '\u0000' },
+  { name: 'live stream with an unknown parameter', fn: 'query', path: '/api/v1/gpus/GPU-corpus/live?since=5', status: 400, names: /since is not a known parameter/ },
   { name: 'metrics with a parameter of raw bytes', fn: 'query', path: '/api/v1/metrics?%FF=1', status: 400, names: /\(a parameter name of 1 characters that is not printable ASCII\)/, marker: '\ufffd' },
 ];
 
