@@ -145,6 +145,38 @@ describe('splitCsv', () => {
     }
   });
 
+  it('counts lines and quotes four bytes at a time exactly: random records, every alignment and chunking', async () => {
+    // Long parts make the splitter count most bytes word by word (countLinesAndQuotes); records
+    // dense with quotes, doubled quotes and quoted newlines check the parity and line counts.
+    let seed = 7;
+    const rand = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+    const pieces = ['a', '"', '""', '\n', ',', 'é', 'xyz', '"q""\n""q"'];
+    const records: string[] = [];
+    for (let r = 0; r < 400; r++) {
+      let rec = `${r},`;
+      const n = 1 + rand(12);
+      for (let k = 0; k < n; k++) {
+        const q = rand(2) === 0;
+        let field = '';
+        for (let j = rand(6); j > 0; j--) field += pieces[rand(pieces.length)].replace(/["\n]/g, (c) => (q ? c : 'z'));
+        // A quoted field doubles its quotes; an unquoted one has none.
+        rec += (k ? ',' : '') + (q ? `"${field.replace(/"/g, '""')}"` : field);
+      }
+      records.push(rec + (rand(4) === 0 ? '\r\n' : '\n'));
+    }
+    const { body } = csvOf(records);
+    for (const lead of ['', 'x', 'xy', 'xyz']) {
+      // A leading header of 1–4 bytes more shifts every later byte's alignment.
+      const header = `h${lead}`;
+      for (const partBytes of [5, 64, 700, 4096]) {
+        for (const chunks of [65_536, 1000, [7, 4093, 13, 8191]]) {
+          const s = await split(`${header}\n${body}`, partBytes, chunks);
+          checkSplit(s, header, records, partBytes);
+        }
+      }
+    }
+  });
+
   it('keeps a last record without a trailing newline', async () => {
     const s = await split(`${HEADER}\na,b,1,x\nc,d,2,"y\nz"`, 1);
     expect(s.parts.map((p) => p.text.toString())).toEqual(['a,b,1,x\n', 'c,d,2,"y\nz"']);

@@ -31,17 +31,63 @@ interface ScanState {
   lines: number;
 }
 
+const ZEROS_LOW = 0x7f7f7f7f;
+/** High bit of each byte of `x` that is zero (exact: no false positives from borrows). */
+const zeroBytes = (x: number) => ~(((x & ZEROS_LOW) + ZEROS_LOW) | x | ZEROS_LOW);
+/** Number of set high bits (0–4) in a zeroBytes() mask. */
+const countHigh = (m: number) => Math.imul(m >>> 7, 0x01010101) >>> 24;
+const NL4 = 0x0a0a0a0a;
+const QUOTE4 = 0x22222222;
+
+/**
+ * Newlines and quotes in chunk[start, end), added to `state` (lines, and quote parity). Where no
+ * cut can fall, this is all splitting needs; it reads four bytes at a time (≈ 0.5 ns per byte,
+ * against ≈ 6 for a byte loop), since DCGM rows carry ~60 quotes each and indexOf per quote
+ * would be slower still.
+ */
+function countLinesAndQuotes(chunk: Buffer, start: number, end: number, state: ScanState): void {
+  let lines = 0;
+  let quotes = 0;
+  let i = start;
+  const base = chunk.byteOffset;
+  for (; i < end && ((base + i) & 3) !== 0; i++) {
+    const b = chunk[i];
+    if (b === QUOTE) quotes++;
+    else if (b === NL) lines++;
+  }
+  const words = (end - i) >> 2;
+  if (words > 0) {
+    const w32 = new Int32Array(chunk.buffer, base + i, words);
+    for (let k = 0; k < words; k++) {
+      const w = w32[k];
+      lines += countHigh(zeroBytes(w ^ NL4));
+      quotes += countHigh(zeroBytes(w ^ QUOTE4));
+    }
+    i += words * 4;
+  }
+  for (; i < end; i++) {
+    const b = chunk[i];
+    if (b === QUOTE) quotes++;
+    else if (b === NL) lines++;
+  }
+  state.lines += lines;
+  if (quotes & 1) state.quoted = !state.quoted;
+}
+
 /**
  * The first newline at or after `from` where a part may end (`cutAt` bytes past `from`, or
- * `quotedCutAt` inside quotes), or -1; advances the quote and line state up to it. A plain
- * function so that V8 optimizes the byte loop: in the generator that calls it, the loop ran
- * unoptimized (≈ 6 ns per byte).
+ * `quotedCutAt` inside quotes), or -1; advances the quote and line state up to it. Bytes before
+ * `from + cutAt - 1` cannot hold a cut, so they are only counted (countLinesAndQuotes); the byte
+ * loop runs from there. A plain function so that V8 optimizes the loop (in the generator that
+ * calls it, it ran unoptimized).
  */
 function nextCut(chunk: Buffer, from: number, state: ScanState, cutAt: number, quotedCutAt: number): number {
+  const bulkEnd = Math.min(chunk.length, from + Math.max(0, cutAt - 1));
+  if (bulkEnd > from) countLinesAndQuotes(chunk, from, bulkEnd, state);
   let quoted = state.quoted;
   let lines = state.lines;
   let cut = -1;
-  for (let i = from; i < chunk.length; i++) {
+  for (let i = bulkEnd; i < chunk.length; i++) {
     const b = chunk[i];
     if (b === QUOTE) quoted = !quoted;
     else if (b === NL) {
