@@ -10,6 +10,7 @@ import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/prov
 import { startPullWorker } from '../shared/worker.ts';
 import { createCollectHandler } from '../functions/collect/index.ts';
 import { collectEnv } from '../functions/collect/config.ts';
+import { labelsRaw } from '../functions/remote-write/labels.ts';
 import { fixtureRows, fixtureTsv } from './support/fixtures.ts';
 import { fixtureSamples, sampleBatchEvent } from './support/batch.ts';
 import { waitFor } from './support/ports.ts';
@@ -109,6 +110,17 @@ describe('collect idempotence (real ClickHouse)', () => {
     expect(outcome.poison ?? []).toEqual([]);
     const rs = await ch.query({ query: 'SELECT count() AS n FROM samples WHERE upload_id = {u:String}', query_params: { u: legacy }, format: 'JSONEachRow' });
     expect(Number(((await rs.json()) as { n: string }[])[0].n)).toBe(80);
+  });
+
+  it('parses labels whose values hold quotes, commas, equals signs and backslashes (as remote write escapes them)', async () => {
+    const upload = '00000000-0000-4000-8000-0000000001ab';
+    const values = { job: 'a "quoted", job=1', path: 'C:\\new\\dir', plain: 'x' };
+    const raw = labelsRaw(Object.entries(values).map(([name, value]) => ({ name, value })));
+    const [{ sample, line }] = samples;
+    const event = await sampleBatchEvent({ uploadId: upload, seq: 0, samples: [{ sample: { ...sample, labels_raw: raw }, line }] });
+    expect((await collect([event])).poison ?? []).toEqual([]);
+    const rs = await ch.query({ query: 'SELECT labels FROM samples WHERE upload_id = {u:String}', query_params: { u: upload }, format: 'JSONEachRow' });
+    expect(await rs.json()).toEqual([{ labels: values }]);
   });
 
   it('dead-letters only the batch ClickHouse rejects, not its neighbours', async () => {
