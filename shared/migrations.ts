@@ -125,6 +125,10 @@ export function migrations(database: string): string[] {
       updated_at DateTime64(3, 'UTC')
     ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (uuid, metric_name, t)`,
     ),
+    `CREATE TABLE IF NOT EXISTS ${db}.${T.rollupBackfills} (
+      done_at DateTime64(3, 'UTC'),
+      samples UInt64
+    ) ENGINE = MergeTree ORDER BY done_at`,
   ];
 }
 

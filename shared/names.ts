@@ -58,6 +58,8 @@ export const CLICKHOUSE_TABLES = {
   rollup1m: 'rollup_1m',
   rollup1h: 'rollup_1h',
   rollup1d: 'rollup_1d',
+  /** One row once provisioning has built the rollups of the samples stored before they existed. */
+  rollupBackfills: 'rollup_backfills',
 } as const;
 
 /** Rollup levels, finest first: table and bucket width in seconds (epoch-aligned UTC buckets). */

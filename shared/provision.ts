@@ -14,7 +14,9 @@ import { z } from 'zod';
 import { intVar } from './config.ts';
 import { logSweep, sweepWorkQueues } from './janitor.ts';
 import { DEFAULT_RETENTION, migrations, retentionTtls, type Retention } from './migrations.ts';
-import { BUCKETS, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
+import { loggerFor } from './log.ts';
+import { BUCKETS, CLICKHOUSE_TABLES, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
+import { backfillRollups } from './rollups.ts';
 import { objectStream } from './object-store.ts';
 
 // Explicit, idempotent provisioning of every stream, consumer, bucket and table. It runs before
@@ -166,6 +168,7 @@ export const retentionOf = (cfg: Pick<ProvisionConfig, 'RAW_RETENTION_DAYS' | 'R
 
 export async function provisionClickHouse(client: ClickHouseClient, database: string, retention: Retention = DEFAULT_RETENTION): Promise<void> {
   for (const statement of migrations(database)) await client.command({ query: statement });
+  await backfillRollupsOnce(client, database);
   // MODIFY TTL only where it changed: the ALTER recomputes TTL information for every part.
   for (const { table, ttl } of retentionTtls(retention)) {
     const rs = await client.query({
@@ -178,4 +181,19 @@ export async function provisionClickHouse(client: ClickHouseClient, database: st
       await client.command({ query: `ALTER TABLE ${database}.${table} MODIFY TTL ${ttl}` });
     }
   }
+}
+
+/**
+ * Samples stored before the rollup tables existed (an install upgraded from a release without
+ * them) have no rollups, and /gpus, /metrics and series read rollups: build them once, then
+ * record it. A fresh install records it at once (no samples). An interrupted backfill is redone
+ * by the next provisioning (it is idempotent).
+ */
+async function backfillRollupsOnce(client: ClickHouseClient, database: string): Promise<void> {
+  const table = `${database}.${CLICKHOUSE_TABLES.rollupBackfills}`;
+  const rs = await client.query({ query: `SELECT count() AS n FROM ${table}`, format: 'JSONEachRow' });
+  if (Number((await rs.json<{ n: string }>())[0].n) > 0) return;
+  const samples = await backfillRollups(client, database);
+  if (samples > 0) loggerFor('provision').info({ database, samples }, 'built the rollups of samples stored before they existed');
+  await client.command({ query: `INSERT INTO ${table} SELECT now64(3), {samples:UInt64}`, query_params: { samples } });
 }

@@ -2,7 +2,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { readFileSync } from 'node:fs';
-import { recomputeRollups } from '../functions/collect/rollups.ts';
+import { recomputeRollups } from '../shared/rollups.ts';
 import '../functions/ingest/index.ts'; // registers gputel_ingest_parts_total
 import '../functions/remote-write/metrics.ts';
 import { clickhouseClient } from '../shared/clickhouse.ts';

@@ -10,7 +10,7 @@ import { queryEnv } from '../functions/query/config.ts';
 import { anomalyPageSchema, gpuPageSchema, hostPageSchema, topSchema } from '../functions/query/fleet-schemas.ts';
 import { createQueryHandler } from '../functions/query/index.ts';
 import { clickhouseTimestamp, fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
-import { recomputeRollups } from '../functions/collect/rollups.ts';
+import { recomputeRollups } from '../shared/rollups.ts';
 import { startClickHouse, type RunningServer } from './support/servers.ts';
 import { HEADER } from './support/csv.ts';
 

@@ -8,7 +8,7 @@ import { parseEnv, type ClickHouseConfig } from '../shared/config.ts';
 import type { HttpHandler } from '../shared/http.ts';
 import { closeSharedNats, connectNats } from '../shared/nats.ts';
 import { provisionClickHouse } from '../shared/provision.ts';
-import { recomputeRollups } from '../functions/collect/rollups.ts';
+import { recomputeRollups } from '../shared/rollups.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { createQueryHandler } from '../functions/query/index.ts'; // registers 'query' with the Functions Framework
 import { gpuPageSchema } from '../functions/query/fleet-schemas.ts';

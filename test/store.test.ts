@@ -187,6 +187,24 @@ describe('a sample stored again changes no answer', () => {
     expect(await ok(db, '/api/v1/uploads/crash-1/duplicates')).toMatchObject({ rows_stored: 2470, already_present: 0 });
   });
 
+  it('samples stored before the rollups existed (an upgrade) get them at the next provisioning', async () => {
+    const db = await database('upgrade');
+    await db.upload('upgrade-1', later(FIXTURE, (r) => ({ value: String(Number(r.value) + 1000) })), T0);
+    await db.upload('upgrade-2', FIXTURE, T0 + 60_000);
+    // As an install from before the rollups: samples, no rollups, no record of a backfill.
+    for (const table of ['rollup_1m', 'rollup_1h', 'rollup_1d', 'rollup_backfills']) await db.ch.command({ query: `TRUNCATE TABLE ${table}` });
+    expect((await ok(db, '/api/v1/gpus')).gpus[0].samples).toBe(0);
+    const admin = clickhouseClient(chConfig, { database: null });
+    clients.push(admin);
+    await provisionClickHouse(admin, 'upgrade');
+    expect(await answers(db)).toEqual(single);
+    // Recorded: the next provisioning does not read every sample again.
+    const backfills = async () => (await (await db.ch.query({ query: 'SELECT samples FROM rollup_backfills', format: 'JSONEachRow' })).json<{ samples: number }>()).map((r) => Number(r.samples));
+    expect(await backfills()).toEqual([2 * 2470]);
+    await provisionClickHouse(admin, 'upgrade');
+    expect(await backfills()).toEqual([2 * 2470]);
+  });
+
   it('a later upload with different values wins', async () => {
     const db = await database('changed');
     // First an upload where every value is wrong, then the right one, received later.

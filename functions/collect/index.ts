@@ -14,7 +14,7 @@ import { sharedNats } from '../../shared/nats.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
-import { recomputeRollups } from './rollups.ts';
+import { recomputeRollups } from '../../shared/rollups.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.

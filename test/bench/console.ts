@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@clickhouse/client';
-import { recomputeRollups } from '../../functions/collect/rollups.ts';
+import { recomputeRollups } from '../../shared/rollups.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import { startStack } from '../local/stack.ts';
 import { openBrowser } from '../support/browser.ts';

@@ -1,0 +1,102 @@
+import type { ClickHouseClient } from '@clickhouse/client';
+import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
+
+// Rollup maintenance, used by collect (after each fetch it stored) and by provisioning (a one-off
+// backfill of samples stored before the rollups existed). A recompute rebuilds whole buckets, one
+// INSERT … SELECT per level:
+//   rollup_1m from de-duplicated samples (per identity the row with the greatest
+//   (received_at, batch_id, line): the later upload wins), rollup_1h from rollup_1m FINAL,
+//   rollup_1d from rollup_1h FINAL.
+// Collect's scope is the buckets its batches touched, from batch_keys (written by a view in the
+// batch's own INSERT), so no step scans samples beyond the touched (uuid, minute) keys and time
+// range. A recompute writes a new version of each bucket (ReplacingMergeTree(updated_at = now64()
+// at query start)): of two concurrent recomputes of one bucket, the one that started later saw
+// every insert committed before it and wins, so the result is exact whatever the interleaving.
+
+const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
+
+/**
+ * Which buckets a statement rebuilds: those the batches `{ids}` touched, or every bucket of the
+ * GPUs in one of `{chunks}` uuid-hash slices (`{chunk}`), which bounds a backfill's memory.
+ */
+export type RollupScope = 'batches' | 'chunk';
+
+/** A table name, qualified by `database` when the client has another default (provisioning). */
+const named = (table: string, database?: string) => (database ? `${database}.${table}` : table);
+
+/** The touched buckets of one level: `(uuid, bucket start)` of the given batches (every metric). */
+const touched = (seconds: number) =>
+  `WITH keys AS (SELECT DISTINCT uuid, toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS b
+     FROM ${T.batchKeys} WHERE batch_id IN {ids:Array(String)})`;
+
+/** Restricts a source table to the scope (primary key prefix and time range first). */
+function inScope(scope: RollupScope, time: string, seconds: number): string {
+  if (scope === 'chunk') return 'cityHash64(uuid) % {chunks:UInt32} = {chunk:UInt32}';
+  return `uuid IN (SELECT uuid FROM keys)
+     AND ${time} >= (SELECT min(b) FROM keys) AND ${time} < (SELECT max(b) FROM keys) + ${seconds}
+     AND (uuid, toStartOfInterval(${time}, INTERVAL ${seconds} SECOND)) IN (SELECT uuid, b FROM keys)`;
+}
+
+/** rollup_1m for the scope's minutes, from samples with duplicates collapsed. */
+export function minuteRollupSql(scope: RollupScope = 'batches', database?: string): string {
+  const { table, seconds } = ROLLUP_LEVELS[0];
+  return `INSERT INTO ${named(table, database)} (${COLUMNS})
+    ${scope === 'batches' ? touched(seconds) : ''}
+    SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
+      count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
+    FROM (
+      -- The winning copy of each sample (measured cheaper here than argMax per column).
+      SELECT uuid, metric_name, timestamp AS ts, value AS v, hostname AS h, model_name AS m
+      FROM ${named(T.samples, database)}
+      WHERE ${inScope(scope, 'timestamp', seconds)}
+      ORDER BY uuid, metric_name, timestamp, received_at DESC, batch_id DESC, line DESC
+      LIMIT 1 BY uuid, metric_name, timestamp
+    )
+    GROUP BY uuid, metric_name, bucket`;
+}
+
+/** A coarser level from the level below it (FINAL: the latest version of each finer bucket). */
+export function coarserRollupSql(level: number, scope: RollupScope = 'batches', database?: string): string {
+  const { table, seconds } = ROLLUP_LEVELS[level];
+  const below = named(ROLLUP_LEVELS[level - 1].table, database);
+  return `INSERT INTO ${named(table, database)} (${COLUMNS})
+    ${scope === 'batches' ? touched(seconds) : ''}
+    SELECT uuid, metric_name, argMax(hostname, last_ts), argMax(model_name, last_ts),
+      toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS bucket,
+      sum(count), min(min), max(max), sum(sum), argMax(last, last_ts), max(last_ts), now64(3)
+    FROM ${below} FINAL
+    WHERE ${inScope(scope, 't', seconds)}
+    GROUP BY uuid, metric_name, bucket`;
+}
+
+const levelStatements = (scope: RollupScope, database?: string) => [
+  minuteRollupSql(scope, database),
+  ...ROLLUP_LEVELS.slice(1).map((_, i) => coarserRollupSql(i + 1, scope, database)),
+];
+
+/** Recomputes every rollup bucket the given (stored) batches touched, finest level first. */
+export async function recomputeRollups(ch: ClickHouseClient, batchIds: string[]): Promise<void> {
+  if (batchIds.length === 0) return;
+  for (const query of levelStatements('batches')) {
+    await ch.command({ query, query_params: { ids: batchIds } });
+  }
+}
+
+/** Samples per backfill statement (its GROUP BY and sort hold about this many rows). */
+const BACKFILL_CHUNK_SAMPLES = 20_000_000;
+
+/**
+ * Rebuilds every rollup bucket from all stored samples, a uuid-hash slice at a time (all levels
+ * of a slice before the next: a slice holds whole GPUs). Idempotent; safe while collect runs
+ * (the later recompute of a bucket wins, as above). Returns the samples read.
+ */
+export async function backfillRollups(ch: ClickHouseClient, database: string): Promise<number> {
+  const rs = await ch.query({ query: `SELECT count() AS n FROM ${named(T.samples, database)}`, format: 'JSONEachRow' });
+  const samples = Number((await rs.json<{ n: string }>())[0].n);
+  if (samples === 0) return 0;
+  const chunks = Math.ceil(samples / BACKFILL_CHUNK_SAMPLES);
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    for (const query of levelStatements('chunk', database)) await ch.command({ query, query_params: { chunks, chunk } });
+  }
+  return samples;
+}
