@@ -92,7 +92,9 @@ export async function startWorker(stack: Stack, name: 'ingest' | 'collect', extr
 
 export function functionCommand(name: FunctionName, useBundles = false): string[] {
   const entry = ENTRIES[name];
-  return useBundles ? [join(repoRoot, entry.js)] : ['--import', 'tsx', join(repoRoot, entry.ts)];
+  // GPUTEL_CPU_PROF=DIR: each bundled function writes a V8 CPU profile there when it exits.
+  const prof = process.env.GPUTEL_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.GPUTEL_CPU_PROF] : [];
+  return useBundles ? [...prof, join(repoRoot, entry.js)] : ['--import', 'tsx', join(repoRoot, entry.ts)];
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
