@@ -1,4 +1,5 @@
 // npm run bench:query [-- --gpus 10000 --days 7 --metrics 2 --requests 320 --concurrency 32 --memory-gpus 100000 --data DIR --only NAME]
+// (--only memory: step 3 alone, no fleet)
 // Fleet-scale reads, in one run on one ClickHouse engine (chdb served over HTTP):
 //  1. builds a fleet straight in ClickHouse with INSERT … SELECT FROM numbers(): `gpus` GPUs
 //     reporting `metrics` metrics every 10 s for `days` days (the inventory and metric stats fill
@@ -25,7 +26,7 @@ import { cursorSigner } from '../../functions/query/cursor.ts';
 import { fleetService } from '../../functions/query/fleet.ts';
 import { gpuSeries } from '../../functions/query/series.ts';
 import { gpuSummary, telemetryPage } from '../../functions/query/sql.ts';
-import { functionCommand, repoRoot } from '../local/stack.ts';
+import { FUNCTION_MALLOC_ENV, functionCommand, repoRoot } from '../local/stack.ts';
 import { freePort } from '../support/ports.ts';
 import { startClickHouse } from '../support/servers.ts';
 import { peakRssMiB, resetPeakRss } from './proc.ts';
@@ -117,6 +118,7 @@ function startQuery(clickhouseUrl: string, database: string, port: number): { pr
     cwd: repoRoot,
     env: {
       ...process.env,
+      ...FUNCTION_MALLOC_ENV,
       PORT: String(port),
       CLICKHOUSE_URL: clickhouseUrl,
       CLICKHOUSE_DATABASE: database,
@@ -173,118 +175,126 @@ async function main() {
   const ch = clickhouseClient({ CLICKHOUSE_URL: clickhouse.url, CLICKHOUSE_USER: 'default', CLICKHOUSE_PASSWORD: '', CLICKHOUSE_DATABASE: DB }, { database: null });
   const procs: ChildProcess[] = [];
   try {
-    await provisionClickHouse(ch, DB);
-    const [{ n }] = await (await ch.query({ query: `SELECT count() AS n FROM ${DB}.${T.samples}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<{ n: number }>();
-    if (n > 0) {
-      console.log(`reusing the fleet in ${work}: ${fmt(n)} samples`);
-    } else {
-      console.log(`building the fleet in ClickHouse (${fmt(GPUS * STEPS * METRICS.length)} samples planned)`);
-      await build(ch);
-      await ch.command({ query: `OPTIMIZE TABLE ${DB}.${T.gpus} FINAL` });
-    }
-
-    const api = startQuery(clickhouse.url, DB, await freePort());
-    procs.push(api.proc);
-    await waitUp(api.url);
-
-    const direct = clickhouseClient({ CLICKHOUSE_URL: clickhouse.url, CLICKHOUSE_USER: 'default', CLICKHOUSE_PASSWORD: '', CLICKHOUSE_DATABASE: DB });
-    const fleet = fleetService(flagEnv.parse({}), () => direct, cursorSigner({ current: SECRET }, { maxAgeMs: 86_400_000 }));
-    const uuid = 'GPU-bench-000123';
-    const hourStart = new Date(END_MS - 3_600_000).toISOString();
-    const end = new Date(END_MS).toISOString();
-    const dayStart = new Date(END_MS - 86_400_000).toISOString();
-    const weekStart = new Date(END_MS - 7 * 86_400_000).toISOString();
-    const gql = (query: string) => () =>
-      getJson(`${api.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ query }) }).then(() => undefined);
-    const rest = (path: string) => () => getJson(api.url + path).then(() => undefined);
-    const routes: { name: string; api: () => Promise<void>; direct: () => Promise<void> }[] = [
-      { name: 'gpus page (100, flags)', api: rest('/api/v1/gpus?limit=100'), direct: () => fleet.gpus({}).then(() => undefined) },
-      { name: 'gpus filtered (hostname)', api: rest('/api/v1/gpus?hostname=host-00042'), direct: () => fleet.gpus({ hostname: 'host-00042' }).then(() => undefined) },
-      { name: 'hosts page (100)', api: rest('/api/v1/hosts'), direct: () => fleet.hosts({}).then(() => undefined) },
-      {
-        name: 'telemetry 1 h (1000 rows)',
-        api: rest(`/api/v1/gpus/${uuid}/telemetry?start_time=${hourStart}&end_time=${end}&limit=1000`),
-        direct: () => telemetryPage(direct, { uuid, start: END_MS - 3_600_000, end: END_MS }, { limit: 1001 }).then(() => undefined),
-      },
-      {
-        name: 'summary 24 h',
-        api: rest(`/api/v1/gpus/${uuid}/summary?start_time=${dayStart}&end_time=${end}`),
-        direct: () => gpuSummary(direct, { uuid, start: END_MS - 86_400_000, end: END_MS }).then(() => undefined),
-      },
-      {
-        name: 'top 24 h (rollup_1h)',
-        api: rest(`/api/v1/metrics/${METRICS[0]}/top?start_time=${dayStart}&end_time=${end}&by=max`),
-        direct: () => fleet.top(METRICS[0], { start_time: END_MS - 86_400_000, end_time: END_MS, by: 'max', order: 'desc' }).then(() => undefined),
-      },
-      {
-        name: 'series 24 h, step 1m (rollup_1m)',
-        api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${dayStart}&end_time=${end}&step=1m`),
-        direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 86_400_000, end_time: END_MS, step: 60 }).then(() => undefined),
-      },
-      {
-        name: 'series 7 d, step 1h (rollup_1h)',
-        api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${weekStart}&end_time=${end}&step=1h`),
-        direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 7 * 86_400_000, end_time: END_MS, step: 3600 }).then(() => undefined),
-      },
-      { name: 'anomalies (last hour)', api: rest('/api/v1/anomalies'), direct: () => fleet.anomalies({}).then(() => undefined) },
-      {
-        name: 'GraphQL gpus page (100)',
-        api: gql('{ gpus(limit: 100) { gpus { uuid gpu_id device model_name hostname first_seen last_seen samples metrics flags } next_cursor } }'),
-        direct: () => fleet.gpus({ limit: 100 }).then(() => undefined),
-      },
-    ];
-    console.log(`\n${REQUESTS} requests per route from ${CONCURRENCY} concurrent clients (ms)`);
-    console.log(`| route | API p50 | API p99 | direct p50 | direct p99 | p99 ratio |\n|---|---:|---:|---:|---:|---:|`);
-    for (const r of routes.filter((x) => x.name.includes(values.only!))) {
-      const a = await measure(r.api);
-      const d = await measure(r.direct);
-      console.log(`| ${r.name} | ${a.p50.toFixed(1)} | ${a.p99.toFixed(1)} | ${d.p50.toFixed(1)} | ${d.p99.toFixed(1)} | ${(a.p99 / d.p99).toFixed(2)} |`);
-    }
-    // One client, one request at a time: a 7-day chart of one GPU from rollup_1h.
-    const single: number[] = [];
-    for (let i = 0; i < 50; i++) {
-      const t0 = performance.now();
-      await getJson(`${api.url}/api/v1/gpus/${uuid}/series?metric=${METRICS.join('&metric=')}&start_time=${weekStart}&end_time=${end}&step=1h`);
-      single.push(performance.now() - t0);
-    }
-    single.sort((a, b) => a - b);
-    console.log(`\nsingle request, 7-day series of ${METRICS.length} metrics (step 1h, rollup_1h): p50 ${single[24].toFixed(1)} ms, max ${single[49].toFixed(1)} ms`);
-    await direct.close();
-    api.proc.kill('SIGTERM');
-
-    // Memory: walk a large inventory page by page.
-    const memGpus = Number(values['memory-gpus']);
-    await ch.command({ query: `DROP DATABASE IF EXISTS ${MEMORY_DB}` });
-    await provisionClickHouse(ch, MEMORY_DB);
-    await ch.command({
-      query: `INSERT INTO ${MEMORY_DB}.${T.gpus} SELECT concat('GPU-mem-', leftPad(toString(number), 7, '0')), toString(number % 8), 'nvidia0',
-        'NVIDIA H100 80GB HBM3', concat('host-', toString(intDiv(number, 8))), toDateTime64('2026-01-01 00:00:00', 3, 'UTC'),
-        toDateTime64('2026-01-08 00:00:00', 3, 'UTC'), 60480, ['DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_GPU_UTIL'] FROM numbers(${memGpus})`,
-    });
-    const inv = startQuery(clickhouse.url, MEMORY_DB, await freePort());
-    procs.push(inv.proc);
-    await waitUp(inv.url);
-    const walk = async (maxGpus: number) => {
-      resetPeakRss(inv.proc.pid);
-      let cursor: string | null = null;
-      let seen = 0;
-      const t0 = performance.now();
-      do {
-        const page = (await getJson(`${inv.url}/api/v1/gpus?limit=1000${cursor ? `&cursor=${cursor}` : ''}`)) as { gpus: unknown[]; next_cursor: string | null };
-        seen += page.gpus.length;
-        cursor = seen < maxGpus ? page.next_cursor : null;
-      } while (cursor);
-      return { seen, rss: peakRssMiB(inv.proc.pid), s: secs(t0) };
-    };
-    const small = await walk(Math.min(10_000, memGpus / 10));
-    const large = await walk(memGpus);
-    console.log(`\nquery process peak RSS walking /api/v1/gpus?limit=1000: ${fmt(small.seen)} GPUs ${small.rss.toFixed(0)} MiB (${small.s} s); ${fmt(large.seen)} GPUs ${large.rss.toFixed(0)} MiB (${large.s} s)`);
+    if (values.only !== 'memory') await routes(ch, clickhouse.url, procs);
+    await memoryWalk(ch, clickhouse.url, procs);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
     await ch.close();
     await clickhouse.stop();
     if (!values.data) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** 1 and 2: the fleet (built unless reused) and every route against its direct SQL. */
+async function routes(ch: ClickHouseClient, clickhouseUrl: string, procs: ChildProcess[]): Promise<void> {
+  await provisionClickHouse(ch, DB);
+  const [{ n }] = await (await ch.query({ query: `SELECT count() AS n FROM ${DB}.${T.samples}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<{ n: number }>();
+  if (n > 0) {
+    console.log(`reusing the fleet: ${fmt(n)} samples`);
+  } else {
+    console.log(`building the fleet in ClickHouse (${fmt(GPUS * STEPS * METRICS.length)} samples planned)`);
+    await build(ch);
+    await ch.command({ query: `OPTIMIZE TABLE ${DB}.${T.gpus} FINAL` });
+  }
+
+  const api = startQuery(clickhouseUrl, DB, await freePort());
+  procs.push(api.proc);
+  await waitUp(api.url);
+
+  const direct = clickhouseClient({ CLICKHOUSE_URL: clickhouseUrl, CLICKHOUSE_USER: 'default', CLICKHOUSE_PASSWORD: '', CLICKHOUSE_DATABASE: DB });
+  const fleet = fleetService(flagEnv.parse({}), () => direct, cursorSigner({ current: SECRET }, { maxAgeMs: 86_400_000 }));
+  const uuid = 'GPU-bench-000123';
+  const hourStart = new Date(END_MS - 3_600_000).toISOString();
+  const end = new Date(END_MS).toISOString();
+  const dayStart = new Date(END_MS - 86_400_000).toISOString();
+  const weekStart = new Date(END_MS - 7 * 86_400_000).toISOString();
+  const gql = (query: string) => () =>
+    getJson(`${api.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ query }) }).then(() => undefined);
+  const rest = (path: string) => () => getJson(api.url + path).then(() => undefined);
+  const routes: { name: string; api: () => Promise<void>; direct: () => Promise<void> }[] = [
+    { name: 'gpus page (100, flags)', api: rest('/api/v1/gpus?limit=100'), direct: () => fleet.gpus({}).then(() => undefined) },
+    { name: 'gpus filtered (hostname)', api: rest('/api/v1/gpus?hostname=host-00042'), direct: () => fleet.gpus({ hostname: 'host-00042' }).then(() => undefined) },
+    { name: 'hosts page (100)', api: rest('/api/v1/hosts'), direct: () => fleet.hosts({}).then(() => undefined) },
+    {
+      name: 'telemetry 1 h (1000 rows)',
+      api: rest(`/api/v1/gpus/${uuid}/telemetry?start_time=${hourStart}&end_time=${end}&limit=1000`),
+      direct: () => telemetryPage(direct, { uuid, start: END_MS - 3_600_000, end: END_MS }, { limit: 1001 }).then(() => undefined),
+    },
+    {
+      name: 'summary 24 h',
+      api: rest(`/api/v1/gpus/${uuid}/summary?start_time=${dayStart}&end_time=${end}`),
+      direct: () => gpuSummary(direct, { uuid, start: END_MS - 86_400_000, end: END_MS }).then(() => undefined),
+    },
+    {
+      name: 'top 24 h (rollup_1h)',
+      api: rest(`/api/v1/metrics/${METRICS[0]}/top?start_time=${dayStart}&end_time=${end}&by=max`),
+      direct: () => fleet.top(METRICS[0], { start_time: END_MS - 86_400_000, end_time: END_MS, by: 'max', order: 'desc' }).then(() => undefined),
+    },
+    {
+      name: 'series 24 h, step 1m (rollup_1m)',
+      api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${dayStart}&end_time=${end}&step=1m`),
+      direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 86_400_000, end_time: END_MS, step: 60 }).then(() => undefined),
+    },
+    {
+      name: 'series 7 d, step 1h (rollup_1h)',
+      api: rest(`/api/v1/gpus/${uuid}/series?metric=${METRICS[0]}&start_time=${weekStart}&end_time=${end}&step=1h`),
+      direct: () => gpuSeries(direct, uuid, { metric: [METRICS[0]], start_time: END_MS - 7 * 86_400_000, end_time: END_MS, step: 3600 }).then(() => undefined),
+    },
+    { name: 'anomalies (last hour)', api: rest('/api/v1/anomalies'), direct: () => fleet.anomalies({}).then(() => undefined) },
+    {
+      name: 'GraphQL gpus page (100)',
+      api: gql('{ gpus(limit: 100) { gpus { uuid gpu_id device model_name hostname first_seen last_seen samples metrics flags } next_cursor } }'),
+      direct: () => fleet.gpus({ limit: 100 }).then(() => undefined),
+    },
+  ];
+  console.log(`\n${REQUESTS} requests per route from ${CONCURRENCY} concurrent clients (ms)`);
+  console.log(`| route | API p50 | API p99 | direct p50 | direct p99 | p99 ratio |\n|---|---:|---:|---:|---:|---:|`);
+  for (const r of routes.filter((x) => x.name.includes(values.only!))) {
+    const a = await measure(r.api);
+    const d = await measure(r.direct);
+    console.log(`| ${r.name} | ${a.p50.toFixed(1)} | ${a.p99.toFixed(1)} | ${d.p50.toFixed(1)} | ${d.p99.toFixed(1)} | ${(a.p99 / d.p99).toFixed(2)} |`);
+  }
+  // One client, one request at a time: a 7-day chart of one GPU from rollup_1h.
+  const single: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t0 = performance.now();
+    await getJson(`${api.url}/api/v1/gpus/${uuid}/series?metric=${METRICS.join('&metric=')}&start_time=${weekStart}&end_time=${end}&step=1h`);
+    single.push(performance.now() - t0);
+  }
+  single.sort((a, b) => a - b);
+  console.log(`\nsingle request, 7-day series of ${METRICS.length} metrics (step 1h, rollup_1h): p50 ${single[24].toFixed(1)} ms, max ${single[49].toFixed(1)} ms`);
+  await direct.close();
+  api.proc.kill('SIGTERM');
+}
+
+/** 3: the query process's peak RSS walking a large inventory page by page. */
+async function memoryWalk(ch: ClickHouseClient, clickhouseUrl: string, procs: ChildProcess[]): Promise<void> {
+  const memGpus = Number(values['memory-gpus']);
+  await ch.command({ query: `DROP DATABASE IF EXISTS ${MEMORY_DB}` });
+  await provisionClickHouse(ch, MEMORY_DB);
+  await ch.command({
+    query: `INSERT INTO ${MEMORY_DB}.${T.gpus} SELECT concat('GPU-mem-', leftPad(toString(number), 7, '0')), toString(number % 8), 'nvidia0',
+      'NVIDIA H100 80GB HBM3', concat('host-', toString(intDiv(number, 8))), toDateTime64('2026-01-01 00:00:00', 3, 'UTC'),
+      toDateTime64('2026-01-08 00:00:00', 3, 'UTC'), 60480, ['DCGM_FI_DEV_GPU_TEMP', 'DCGM_FI_DEV_GPU_UTIL'] FROM numbers(${memGpus})`,
+  });
+  const inv = startQuery(clickhouseUrl, MEMORY_DB, await freePort());
+  procs.push(inv.proc);
+  await waitUp(inv.url);
+  const walk = async (maxGpus: number) => {
+    resetPeakRss(inv.proc.pid);
+    let cursor: string | null = null;
+    let seen = 0;
+    const t0 = performance.now();
+    do {
+      const page = (await getJson(`${inv.url}/api/v1/gpus?limit=1000${cursor ? `&cursor=${cursor}` : ''}`)) as { gpus: unknown[]; next_cursor: string | null };
+      seen += page.gpus.length;
+      cursor = seen < maxGpus ? page.next_cursor : null;
+    } while (cursor);
+    return { seen, rss: peakRssMiB(inv.proc.pid), s: secs(t0) };
+  };
+  const small = await walk(Math.min(10_000, memGpus / 10));
+  const large = await walk(memGpus);
+  console.log(`\nquery process peak RSS walking /api/v1/gpus?limit=1000: ${fmt(small.seen)} GPUs ${small.rss.toFixed(0)} MiB (${small.s} s); ${fmt(large.seen)} GPUs ${large.rss.toFixed(0)} MiB (${large.s} s)`);
 }
 
 await main();
