@@ -163,3 +163,10 @@ export const partResult = z.object({
   error: z.string().optional(),
 });
 export type PartResult = z.infer<typeof partResult>;
+
+/** Core NATS `SUBJECTS.stored`: collect's note that these batches are in ClickHouse (live views). */
+export const storedAnnouncement = z.object({
+  batches: z.array(z.string().max(200)).max(10_000),
+  rows: z.number().int().nonnegative().catch(0),
+});
+export type StoredAnnouncement = z.infer<typeof storedAnnouncement>;

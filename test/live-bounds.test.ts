@@ -55,6 +55,20 @@ afterAll(async () => {
 });
 
 describe('live relay bounds', () => {
+  it('ignores announcements that are not what collect sends, and keeps relaying', async () => {
+    const sse = await openSse(`${base}/api/v1/metrics/${UTIL}/live`);
+    await waitFor(async () => sse.events.some((e) => e.event === 'hello'), 'hello', 5000, 20);
+    const bad = ['not json', '{"batches":"x"}', '{"batches":[1,2]}', JSON.stringify({ batches: Array(10_001).fill('a') }), '[]', 'null'];
+    for (const b of bad) nc.publish(SUBJECTS.stored, b);
+    nc.publish(SUBJECTS.stored, JSON.stringify({ batches: ['fixture-upload.0.0'], rows: 'many' }));
+    await nc.flush();
+    await waitFor(async () => sse.events.some((e) => e.event === 'samples'), 'samples event', 10_000, 20);
+    await new Promise((r) => setTimeout(r, 300));
+    // Only the last one (a batch list; rows unreadable, counted as 0) was read.
+    expect(sse.events.filter((e) => e.event === 'samples')).toHaveLength(1);
+    sse.close();
+  });
+
   it('drops the queue of a client that stops reading and tells it; a reading client gets everything', async () => {
     const fast = await openSse(`${base}/api/v1/metrics/${UTIL}/live`);
     // A raw socket that never reads: the server's writes back up once the socket buffers fill.

@@ -11,6 +11,7 @@ import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
+import type { StoredAnnouncement } from '../../shared/schemas.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
@@ -170,7 +171,8 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
   async function announce(stored: string[], rows: number): Promise<void> {
     if (stored.length === 0) return;
     try {
-      (await getNats()).publish(SUBJECTS.stored, JSON.stringify({ batches: stored, rows }));
+      const note: StoredAnnouncement = { batches: stored, rows };
+      (await getNats()).publish(SUBJECTS.stored, JSON.stringify(note));
     } catch {
       // A live view missing a batch is acceptable; storage is not affected.
     }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { NatsConnection, Subscription } from 'nats';
 import { loggerFor } from '../../shared/log.ts';
 import { SUBJECTS } from '../../shared/names.ts';
+import { storedAnnouncement, type StoredAnnouncement } from '../../shared/schemas.ts';
 import type { Res } from '../../shared/http.ts';
 import { liveSamples, type LiveSample } from './live-sql.ts';
 
@@ -51,10 +52,7 @@ interface Client {
   droppedTotal: number;
 }
 
-export interface Announcement {
-  batches: string[];
-  rows: number;
-}
+export type Announcement = StoredAnnouncement;
 
 const log = loggerFor('query');
 
@@ -63,11 +61,10 @@ export const matches = (f: LiveFilter, s: LiveSample) =>
 
 function parseAnnouncement(data: Uint8Array): Announcement | undefined {
   try {
-    const v = JSON.parse(new TextDecoder().decode(data)) as Partial<Announcement>;
-    if (!Array.isArray(v.batches) || !v.batches.every((b) => typeof b === 'string') || v.batches.length > 10_000) return undefined;
-    return { batches: v.batches, rows: typeof v.rows === 'number' ? v.rows : 0 };
+    const parsed = storedAnnouncement.safeParse(JSON.parse(new TextDecoder().decode(data)));
+    return parsed.success ? parsed.data : undefined;
   } catch {
-    return undefined;
+    return undefined; // not JSON
   }
 }
 
