@@ -38,7 +38,7 @@ export async function putObject(
   bucket: string,
   name: string,
   data: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
-  opts: { chunkBytes?: number; window?: number; nuid?: string } = {},
+  opts: { chunkBytes?: number; windowBytes?: number; nuid?: string } = {},
 ): Promise<ObjectInfo> {
   const js = nc.jetstream();
   // Looked up while the chunks go out, not after: one round trip less per object (the upload
@@ -51,7 +51,11 @@ export async function putObject(
   const nuid = opts.nuid ?? newObjectNuid();
   const subject = chunkSubject(bucket, nuid);
   const sha = createHash('sha256');
+  // Chunk bytes published but not yet acknowledged. Each is held twice meanwhile (the chunk and
+  // the client's outbound frame), so the window is kept small: 4 MiB (was 16 chunks).
+  const windowBytes = Math.max(opts.windowBytes ?? 4 * 1024 * 1024, maxChunk);
   const inFlight = new Set<Promise<unknown>>();
+  let inFlightBytes = 0;
   let size = 0;
   let chunks = 0;
   let pending: Buffer[] = [];
@@ -60,10 +64,18 @@ export async function putObject(
     sha.update(chunk);
     size += chunk.length;
     chunks++;
+    while (inFlightBytes + chunk.length > windowBytes && inFlight.size > 0) await Promise.race(inFlight);
     const p = js.publish(subject, chunk);
     inFlight.add(p);
-    p.then(() => inFlight.delete(p), () => undefined);
-    if (inFlight.size >= (opts.window ?? 16)) await Promise.race(inFlight);
+    inFlightBytes += chunk.length;
+    // A failed publish stays in the set: the next race (or the final Promise.all) throws it.
+    p.then(
+      () => {
+        inFlight.delete(p);
+        inFlightBytes -= chunk.length;
+      },
+      () => undefined,
+    );
   };
   try {
     for await (const piece of data) {
@@ -128,11 +140,13 @@ export async function* getObject(nc: NatsConnection, bucket: string, info: Objec
   if (stored < info.chunks) throw new ObjectIncompleteError(`object ${info.name}: ${stored} of ${info.chunks} chunks stored (expired or deleted)`);
   const js = nc.jetstream();
   const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: subject });
-  // A count, not max_bytes: chunks are at most max_chunk_size each, so 8 bounds the bytes too. With
+  // Read-ahead of 4 chunks (was 8): nats.js assembles a message that spans socket reads in a buffer
+  // it grows by doubling, so each 1 MiB chunk arrives in a buffer of up to 1.9 MiB.
+  // A count, not max_bytes: chunks are at most max_chunk_size each, so 4 bounds the bytes too. With
   // max_bytes, nats.js 2.29 fills in max_messages on the options object it was given and, when the
   // ordered consumer resets after a reconnect, rejects its own options ("only specify one of
   // max_messages or max_bytes") as an unhandled rejection that kills the process.
-  const messages = await consumer.consume({ max_messages: 8 });
+  const messages = await consumer.consume({ max_messages: 4 });
   const sha = createHash('sha256');
   let seen = 0;
   try {

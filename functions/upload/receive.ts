@@ -56,6 +56,14 @@ function publicReason(e: unknown): string {
   return 'internal error while the upload was stored';
 }
 
+/**
+ * The array's items, each dropped from it as it is taken: a part's body chunks (8 MiB) become
+ * garbage as they are copied into object chunks, not only once the whole part is stored.
+ */
+function* drain<T>(items: T[]): Generator<T> {
+  while (items.length > 0) yield items.shift()!;
+}
+
 /** Stores the parts and announces them; returns when the record says `received`. */
 async function storeParts(nc: NatsConnection, lease: LeasedRecord, body: UploadBody): Promise<void> {
   const r = lease.record;
@@ -82,7 +90,7 @@ async function storeParts(nc: NatsConnection, lease: LeasedRecord, body: UploadB
   for await (const part of parts) {
     const nuid = newObjectNuid();
     await lease.save((rec) => (rec.writing = { part: part.index, nuid }));
-    await putObject(nc, BUCKETS.objects, partObject(r.id, r.attempt, part.index), part.chunks, { nuid });
+    await putObject(nc, BUCKETS.objects, partObject(r.id, r.attempt, part.index), drain(part.chunks), { nuid });
     r.stored = part.index + 1;
     r.writing = undefined;
     r.bytes += part.bytes;
