@@ -23,11 +23,11 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS runtime
 ARG FUNCTION=query
 # HTTP_HOST: a container listens on all its interfaces (the code's default is loopback).
-# Memory (test/local/stack.ts FUNCTION_NODE_FLAGS, `npm run bench:memory`): a 1 MiB young-generation
-# semi-space (V8 grew it to 16 MiB under byte streams) and glibc's mmap threshold fixed at 128 KiB,
-# so freed Buffers of that size or more are returned to the OS at once.
+# Memory (test/local/stack.ts functionNodeFlags, `npm run bench:memory`): glibc's mmap threshold
+# fixed at 128 KiB, so freed Buffers of that size or more are returned to the OS at once; the
+# byte-streaming functions' manifests add a 1 MiB young-generation semi-space to their command.
 ENV NODE_ENV=production \
-    NODE_OPTIONS="--enable-source-maps --max-semi-space-size=1" \
+    NODE_OPTIONS="--enable-source-maps" \
     MALLOC_MMAP_THRESHOLD_=131072 \
     HTTP_HOST=0.0.0.0 \
     FUNCTION=${FUNCTION}

@@ -91,19 +91,24 @@ export async function startWorker(stack: Stack, name: 'ingest' | 'collect', extr
 }
 
 /**
- * Memory settings of every function process, as the Dockerfile sets them for the images: a young
- * generation of at most 1 MiB per semi-space (V8 grew it to 16 MiB per semi-space under a byte
- * stream, +25 MiB of heap), and glibc's mmap threshold fixed at 128 KiB (freed Buffers of 128 KiB
- * or more go back to the OS at once instead of staying in malloc's heap). `npm run bench:memory`.
+ * Memory settings of the function processes, as the images and manifests set them: for the
+ * functions that stream file bytes (upload, ingest, collect; their `command` in knative/ and
+ * keda/) a young generation of at most 1 MiB per semi-space (V8 grew it to 16 MiB per semi-space
+ * under a byte stream, +25 MiB of heap; no CPU cost measured, `npm run bench`); not for query and
+ * remote-write, whose many short-lived objects it made collect ≈ 3× as often (query: 7.3 s of GC
+ * against 2.5 s over the same bench:query run). For every function glibc's mmap threshold is
+ * fixed at 128 KiB (freed Buffers of 128 KiB or more go back to the OS at once instead of staying
+ * in malloc's heap). `npm run bench:memory`.
  */
-export const FUNCTION_NODE_FLAGS = ['--max-semi-space-size=1'];
+const BYTE_STREAM_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const functionNodeFlags = (name: FunctionName) => (name === 'upload' || name === 'ingest' || name === 'collect' ? BYTE_STREAM_NODE_FLAGS : []);
 export const FUNCTION_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '131072' };
 
 export function functionCommand(name: FunctionName, useBundles = false): string[] {
   const entry = ENTRIES[name];
   // GPUTEL_CPU_PROF=DIR: each bundled function writes a V8 CPU profile there when it exits.
   const prof = process.env.GPUTEL_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.GPUTEL_CPU_PROF] : [];
-  return [...FUNCTION_NODE_FLAGS, ...(useBundles ? [...prof, join(repoRoot, entry.js)] : ['--import', 'tsx', join(repoRoot, entry.ts)])];
+  return [...functionNodeFlags(name), ...(useBundles ? [...prof, join(repoRoot, entry.js)] : ['--import', 'tsx', join(repoRoot, entry.ts)])];
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
