@@ -69,6 +69,13 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
     GROUP BY uuid, metric_name, bucket`;
 }
 
+/**
+ * A recompute's rows have unique keys (GROUP BY), so ReplacingMergeTree's collapse of the insert
+ * block finds nothing to collapse: skipping it measured 18–23 % less ClickHouse CPU per rollup
+ * row (scratch driver, 10 × 100,000-sample batches, two alternating pairs). Readers use FINAL.
+ */
+const ROLLUP_INSERT_SETTINGS = { optimize_on_insert: 0 } as const;
+
 const levelStatements = (scope: RollupScope, database?: string) => [
   minuteRollupSql(scope, database),
   ...ROLLUP_LEVELS.slice(1).map((_, i) => coarserRollupSql(i + 1, scope, database)),
@@ -78,7 +85,7 @@ const levelStatements = (scope: RollupScope, database?: string) => [
 export async function recomputeRollups(ch: ClickHouseClient, batchIds: string[]): Promise<void> {
   if (batchIds.length === 0) return;
   for (const query of levelStatements('batches')) {
-    await ch.command({ query, query_params: { ids: batchIds } });
+    await ch.command({ query, query_params: { ids: batchIds }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
   }
 }
 
@@ -96,7 +103,9 @@ export async function backfillRollups(ch: ClickHouseClient, database: string): P
   if (samples === 0) return 0;
   const chunks = Math.ceil(samples / BACKFILL_CHUNK_SAMPLES);
   for (let chunk = 0; chunk < chunks; chunk++) {
-    for (const query of levelStatements('chunk', database)) await ch.command({ query, query_params: { chunks, chunk } });
+    for (const query of levelStatements('chunk', database)) {
+      await ch.command({ query, query_params: { chunks, chunk }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
+    }
   }
   return samples;
 }
