@@ -2,6 +2,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
 import { endianness } from 'node:os';
 import type { JetStreamClient, PubAck } from 'nats';
+import { HIGH_BITS, repeated, zeroByteIn } from './byte-words.ts';
 import { binaryMessage, toNatsHeaders } from './cloudevents-nats.ts';
 import type { SAMPLE_INSERT_COLUMNS } from './migrations.ts';
 import { EVENT_TYPES, SUBJECTS } from './names.ts';
@@ -53,6 +54,7 @@ const SAMPLE_TEXT: readonly (keyof Sample)[] = ['metric_name', 'gpu_id', 'device
 if (endianness() !== 'LE') throw new Error('sample batches are written with little-endian typed arrays');
 
 const QUOTE = 0x22;
+const QUOTE4 = repeated(QUOTE);
 
 /** A DataView of the last source given to TextColumn.bytes (one part's bytes serve many rows). */
 let sourceBytes: Uint8Array | undefined;
@@ -117,8 +119,7 @@ class TextColumn {
       const v = viewOf(src);
       while (i + 4 <= end) {
         const w = v.getUint32(i, true);
-        const x = w ^ 0x22222222; // a zero byte where w has a quote
-        if (((x - 0x01010101) & ~x & 0x80808080) === 0) {
+        if ((zeroByteIn(w ^ QUOTE4) & HIGH_BITS) === 0) {
           out.setUint32(p, w, true);
           p += 4;
           i += 4;

@@ -1,3 +1,5 @@
+import { countMarked, repeated, zeroBytes } from '../../shared/byte-words.ts';
+
 // Splits a CSV byte stream into line-aligned parts so several ingest workers can share one
 // upload. A cut is made only at a newline outside double quotes (RFC 4180 quoting: a doubled
 // quote toggles twice, so parity alone tells whether we are inside a field), hence a quoted
@@ -31,13 +33,8 @@ interface ScanState {
   lines: number;
 }
 
-const ZEROS_LOW = 0x7f7f7f7f;
-/** High bit of each byte of `x` that is zero (exact: no false positives from borrows). */
-const zeroBytes = (x: number) => ~(((x & ZEROS_LOW) + ZEROS_LOW) | x | ZEROS_LOW);
-/** Number of set high bits (0–4) in a zeroBytes() mask. */
-const countHigh = (m: number) => Math.imul(m >>> 7, 0x01010101) >>> 24;
-const NL4 = 0x0a0a0a0a;
-const QUOTE4 = 0x22222222;
+const NL4 = repeated(NL);
+const QUOTE4 = repeated(QUOTE);
 
 /**
  * Newlines and quotes in chunk[start, end), added to `state` (lines, and quote parity). Where no
@@ -60,8 +57,8 @@ function countLinesAndQuotes(chunk: Buffer, start: number, end: number, state: S
     const w32 = new Int32Array(chunk.buffer, base + i, words);
     for (let k = 0; k < words; k++) {
       const w = w32[k];
-      lines += countHigh(zeroBytes(w ^ NL4));
-      quotes += countHigh(zeroBytes(w ^ QUOTE4));
+      lines += countMarked(zeroBytes(w ^ NL4));
+      quotes += countMarked(zeroBytes(w ^ QUOTE4));
     }
     i += words * 4;
   }
