@@ -1,4 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
+import { inTouchedBuckets, touchedBucketsCte } from './batch-keys.ts';
 import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 
 // Rollup maintenance, used by collect (after each fetch it stored) and by provisioning (a one-off
@@ -7,10 +8,9 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 //   rollup_1m from de-duplicated samples (per identity the row with the greatest
 //   (received_at, batch_id, line): the later upload wins), rollup_1h from rollup_1m FINAL,
 //   rollup_1d from rollup_1h FINAL.
-// Collect's scope is the buckets its batches touched, from batch_keys (written by a view in the
-// batch's own INSERT), so no step scans samples beyond the touched (uuid, minute) keys and time
-// range. A recompute writes a new version of each bucket (ReplacingMergeTree(updated_at = now64()
-// at query start)): of two concurrent recomputes of one bucket, the one that started later saw
+// Collect's scope is the buckets its batches touched (shared/batch-keys.ts), so no step scans
+// samples beyond the touched (uuid, minute) keys and time range. A recompute writes a new version
+// of each bucket (ReplacingMergeTree(updated_at = now64() at query start)): of two concurrent recomputes of one bucket, the one that started later saw
 // every insert committed before it and wins, so the result is exact whatever the interleaving.
 
 const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
@@ -24,24 +24,16 @@ export type RollupScope = 'batches' | 'chunk';
 /** A table name, qualified by `database` when the client has another default (provisioning). */
 const named = (table: string, database?: string) => (database ? `${database}.${table}` : table);
 
-/** The touched buckets of one level: `(uuid, bucket start)` of the given batches (every metric). */
-const touched = (seconds: number) =>
-  `WITH keys AS (SELECT DISTINCT uuid, toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS b
-     FROM ${T.batchKeys} WHERE batch_id IN {ids:Array(String)})`;
-
-/** Restricts a source table to the scope (primary key prefix and time range first). */
+/** Restricts a source table to the scope. */
 function inScope(scope: RollupScope, time: string, seconds: number): string {
-  if (scope === 'chunk') return 'cityHash64(uuid) % {chunks:UInt32} = {chunk:UInt32}';
-  return `uuid IN (SELECT uuid FROM keys)
-     AND ${time} >= (SELECT min(b) FROM keys) AND ${time} < (SELECT max(b) FROM keys) + ${seconds}
-     AND (uuid, toStartOfInterval(${time}, INTERVAL ${seconds} SECOND)) IN (SELECT uuid, b FROM keys)`;
+  return scope === 'chunk' ? 'cityHash64(uuid) % {chunks:UInt32} = {chunk:UInt32}' : inTouchedBuckets(time, seconds);
 }
 
 /** rollup_1m for the scope's minutes, from samples with duplicates collapsed. */
 export function minuteRollupSql(scope: RollupScope = 'batches', database?: string): string {
   const { table, seconds } = ROLLUP_LEVELS[0];
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
-    ${scope === 'batches' ? touched(seconds) : ''}
+    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids')}` : ''}
     SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
       count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
     FROM (
@@ -60,7 +52,7 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
   const { table, seconds } = ROLLUP_LEVELS[level];
   const below = named(ROLLUP_LEVELS[level - 1].table, database);
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
-    ${scope === 'batches' ? touched(seconds) : ''}
+    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids')}` : ''}
     SELECT uuid, metric_name, argMax(hostname, last_ts), argMax(model_name, last_ts),
       toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS bucket,
       sum(count), min(min), max(max), sum(sum), argMax(last, last_ts), max(last_ts), now64(3)

@@ -1,11 +1,11 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { retryRead } from '../../shared/clickhouse.ts';
+import { inTouchedBuckets, touchedBucketsCte } from '../../shared/batch-keys.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 
 // The one read of the live relay: the rows of just-stored batches, for the watched GPUs and
-// metrics only. Run once per announcement, whatever the number of clients. batch_id is not in
-// the sort key, so the batches' GPUs and minutes (batch_keys, written in their INSERT) bound the
-// read to their primary-key ranges instead of a scan of every sample's batch_id.
+// metrics only. Run once per announcement, whatever the number of clients. The batches' buckets
+// (shared/batch-keys.ts) bound the read to their primary-key ranges.
 
 export interface LiveSample {
   uuid: string;
@@ -21,11 +21,10 @@ export async function liveSamples(
 ): Promise<LiveSample[]> {
   return retryRead(async () => {
     const rs = await client.query({
-      query: `WITH keys AS (SELECT uuid, t FROM ${T.batchKeys} WHERE batch_id IN {batches:Array(String)})
+      query: `WITH ${touchedBucketsCte(60, 'batches')}
         SELECT toString(uuid) AS uuid, toString(hostname) AS hostname, toString(metric_name) AS metric_name, timestamp, value
         FROM ${T.samples}
-        WHERE uuid IN (SELECT uuid FROM keys)
-          AND timestamp >= (SELECT min(t) FROM keys) AND timestamp < (SELECT max(t) FROM keys) + 60
+        WHERE ${inTouchedBuckets('timestamp', 60)}
           AND batch_id IN {batches:Array(String)}
           AND (uuid IN {uuids:Array(String)} OR metric_name IN {metrics:Array(String)})
         ORDER BY timestamp, uuid, metric_name
