@@ -54,6 +54,12 @@ async function settled(id: string, timeoutMs = 60_000): Promise<any> {
   return s;
 }
 
+/** The upload's parts are all deleted (ingested or unannounced) and no chunk lacks its meta. */
+async function expectNoObjectsLeft(id: string): Promise<void> {
+  await waitFor(async () => (await bucketState(nc, BUCKETS.objects)).live.every((o) => !o.name.startsWith(`${id}/`)), 'ingested parts deleted', 20_000, 200);
+  expect((await bucketState(nc, BUCKETS.objects)).orphanChunks).toEqual([]);
+}
+
 async function countRows(id: string): Promise<{ rows: number; distinct: number }> {
   const rs = await ch.query({
     query: 'SELECT count() AS rows, uniqExact(uuid, metric_name, timestamp) AS distinct FROM samples WHERE upload_id = {id:String}',
@@ -163,8 +169,7 @@ describe('an upload whose process is killed mid-body', () => {
     expect(await activeIds()).not.toContain(id);
 
     // Nothing orphaned: unannounced parts deleted, chunks without a meta purged, ingested parts deleted.
-    await waitFor(async () => (await bucketState(nc, BUCKETS.objects)).live.every((o) => !o.name.startsWith(`${id}/`)), 'ingested parts deleted', 20_000, 200);
-    expect((await bucketState(nc, BUCKETS.objects)).orphanChunks).toEqual([]);
+    await expectNoObjectsLeft(id);
   }, 120_000);
 
   it('a retry with the same Idempotency-Key restarts it under the same id and stores every row exactly once', async () => {
@@ -180,8 +185,7 @@ describe('an upload whose process is killed mid-body', () => {
     expect(status).toMatchObject({ state: 'done', attempt: 2, rows_accepted: ROWS, rows_rejected: 0, rows_stored: ROWS });
     expect(status.partial).toBeUndefined();
     expect(await countRows(id)).toEqual({ rows: ROWS, distinct: ROWS });
-    await waitFor(async () => (await bucketState(nc, BUCKETS.objects)).live.every((o) => !o.name.startsWith(`${id}/`)), 'ingested parts deleted', 20_000, 200);
-    expect((await bucketState(nc, BUCKETS.objects)).orphanChunks).toEqual([]);
+    await expectNoObjectsLeft(id);
   }, 120_000);
 
   it('a retry of the done upload answers 202 with the same upload, without reading or storing the body again', async () => {
