@@ -37,12 +37,16 @@ export function minuteRollupSql(scope: RollupScope = 'batches', database?: strin
     SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
       count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
     FROM (
-      -- The winning copy of each sample (measured cheaper here than argMax per column).
+      -- The winning copy of each sample (measured cheaper here than argMax per column), sorted in
+      -- samples' key order (uuid, timestamp, metric_name) so ClickHouse merges the parts' sorted
+      -- streams and sorts only copies of one sample: 3–15 % less CPU for this statement with 6
+      -- samples per series-minute, no measurable change with one (scratch driver, 10 × 100,000-
+      -- sample batches, two alternating pairs).
       SELECT uuid, metric_name, timestamp AS ts, value AS v, hostname AS h, model_name AS m
       FROM ${named(T.samples, database)}
       WHERE ${inScope(scope, 'timestamp', seconds)}
-      ORDER BY uuid, metric_name, timestamp, received_at DESC, batch_id DESC, line DESC
-      LIMIT 1 BY uuid, metric_name, timestamp
+      ORDER BY uuid, timestamp, metric_name, received_at DESC, batch_id DESC, line DESC
+      LIMIT 1 BY uuid, timestamp, metric_name
     )
     GROUP BY uuid, metric_name, bucket`;
 }
