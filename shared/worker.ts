@@ -104,19 +104,28 @@ const MAX_LOOP_PAUSE_MS = 5000;
  * Groups a message iterator into batches: a batch starts with the next message and takes more
  * until it has `max` or `waitMs` passed. A next() still pending when the wait ends is carried
  * into the following batch, so no message is dropped between batches.
+ * An iterator object, not an async generator: a suspended generator keeps its registers, so it
+ * held the batch it last yielded (up to COLLECT_MAX_BYTES of messages per collect loop) while it
+ * waited for the next one — in a heap snapshot of an idle collect worker, the last batch of each
+ * loop. Here the state is `pending` only; a batch lives as long as its caller holds it.
  */
-export async function* batchesOf<T>(
+export function batchesOf<T>(
   source: AsyncIterable<T>,
   max: number,
   waitMs: number,
   weight?: { of: (item: T) => number; max: number },
-): AsyncGenerator<T[]> {
+): AsyncIterableIterator<T[]> {
   const it = source[Symbol.asyncIterator]();
   let pending: Promise<IteratorResult<T>> | undefined;
-  for (;;) {
+  let ended = false;
+  async function next(): Promise<IteratorResult<T[]>> {
+    if (ended) return { done: true, value: undefined };
     const first = await (pending ?? it.next());
     pending = undefined;
-    if (first.done) return;
+    if (first.done) {
+      ended = true;
+      return { done: true, value: undefined };
+    }
     const batch = [first.value];
     let weighed = weight ? weight.of(first.value) : 0;
     const deadline = Date.now() + waitMs;
@@ -130,14 +139,20 @@ export async function* batchesOf<T>(
       if (r === WAITED) break;
       pending = undefined;
       if (r.done) {
-        yield batch;
-        return;
+        ended = true;
+        break;
       }
       batch.push(r.value);
       if (weight) weighed += weight.of(r.value);
     }
-    yield batch;
+    return { done: false, value: batch };
   }
+  return {
+    next,
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
 }
 
 export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningWorker> {
@@ -211,6 +226,21 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
     return 0;
   }
 
+  /**
+   * Takes the next batch, handles it and frees its budget; undefined once the pull has ended. A
+   * function of its own so the batch goes with its frame: awaiting the next batch in loop() kept
+   * the handled one alive there, as the suspended generator did (see batchesOf).
+   */
+  async function handleNext(batches: AsyncIterator<JsMsg[]>, pull: BoundedPull, held: HeldMessages): Promise<number | undefined> {
+    const next = await batches.next();
+    if (next.done) return undefined;
+    try {
+      return await handleBatch(next.value, held);
+    } finally {
+      pull.release(next.value);
+    }
+  }
+
   async function loop() {
     while (!stopping && !opts.nc.isClosed()) {
       // Pulls are sized by what this loop holds (messages and bytes), so a slow handler stops the
@@ -224,13 +254,10 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       });
       active.add(pull);
       try {
-        for await (const batch of batchesOf(pull, opts.maxMessages, opts.maxWaitMs, opts.batchWeight)) {
-          let pause = 0;
-          try {
-            pause = await handleBatch(batch, held);
-          } finally {
-            pull.release(batch);
-          }
+        const batches = batchesOf(pull, opts.maxMessages, opts.maxWaitMs, opts.batchWeight);
+        for (;;) {
+          const pause = await handleNext(batches, pull, held);
+          if (pause === undefined) break;
           // No break when stopping: what is already delivered is handled on the way, which is the
           // drain; the iterator ends after it. Delivered messages waiting behind the batch keep
           // getting heartbeats, during a pause too (capped anyway, so an outage is re-checked).
