@@ -29,7 +29,7 @@ import { gpuSummary, telemetryPage } from '../../functions/query/sql.ts';
 import { FUNCTION_MALLOC_ENV, functionCommand, repoRoot } from '../local/stack.ts';
 import { freePort } from '../support/ports.ts';
 import { startClickHouse } from '../support/servers.ts';
-import { peakRssMiB, resetPeakRss } from './proc.ts';
+import { cpuSeconds, peakRssMiB, resetPeakRss } from './proc.ts';
 
 const { values } = parseArgs({
   options: {
@@ -143,7 +143,14 @@ async function waitUp(url: string): Promise<void> {
   throw new Error('query function did not start');
 }
 
-async function measure(run: () => Promise<void>): Promise<{ p50: number; p99: number }> {
+/** CPU ms per measured request of the processes (query function, ClickHouse) and of this one (the clients). */
+interface CpuPerRequest {
+  fn: number;
+  ch: number;
+  bench: number;
+}
+
+async function measure(run: () => Promise<void>, pids: { fn?: number; ch?: number }): Promise<{ p50: number; p99: number; cpu: CpuPerRequest }> {
   // Warm-up at the measured concurrency, for both sides alike: it opens the connections the
   // measured requests reuse (bench → query function → ClickHouse for the API, bench → ClickHouse
   // direct) instead of leaving the first burst of 32 to open them. Sequential requests opened a
@@ -153,6 +160,7 @@ async function measure(run: () => Promise<void>): Promise<{ p50: number; p99: nu
   for (let round = 0; round < 2; round++) await Promise.all(Array.from({ length: CONCURRENCY }, () => run()));
   const times: number[] = [];
   let next = 0;
+  const cpu0 = { fn: cpuSeconds(pids.fn), ch: cpuSeconds(pids.ch), bench: process.cpuUsage() };
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (next++ < REQUESTS) {
@@ -162,9 +170,15 @@ async function measure(run: () => Promise<void>): Promise<{ p50: number; p99: nu
       }
     }),
   );
+  const bench = process.cpuUsage(cpu0.bench);
+  const cpu = {
+    fn: pids.fn ? ((cpuSeconds(pids.fn) - cpu0.fn) * 1000) / REQUESTS : 0,
+    ch: ((cpuSeconds(pids.ch) - cpu0.ch) * 1000) / REQUESTS,
+    bench: (bench.user + bench.system) / 1000 / REQUESTS,
+  };
   times.sort((a, b) => a - b);
   const q = (p: number) => times[Math.min(times.length - 1, Math.ceil(p * times.length) - 1)];
-  return { p50: q(0.5), p99: q(0.99) };
+  return { p50: q(0.5), p99: q(0.99), cpu };
 }
 
 async function getJson(url: string, init?: RequestInit): Promise<unknown> {
@@ -181,7 +195,7 @@ async function main() {
   const ch = clickhouseClient({ CLICKHOUSE_URL: clickhouse.url, CLICKHOUSE_USER: 'default', CLICKHOUSE_PASSWORD: '', CLICKHOUSE_DATABASE: DB }, { database: null });
   const procs: ChildProcess[] = [];
   try {
-    if (values.only !== 'memory') await routes(ch, clickhouse.url, procs);
+    if (values.only !== 'memory') await routes(ch, clickhouse.url, clickhouse.process.pid, procs);
     await memoryWalk(ch, clickhouse.url, procs);
   } finally {
     for (const p of procs) if (p.exitCode === null) p.kill('SIGTERM');
@@ -192,7 +206,7 @@ async function main() {
 }
 
 /** 1 and 2: the fleet (built unless reused) and every route against its direct SQL. */
-async function routes(ch: ClickHouseClient, clickhouseUrl: string, procs: ChildProcess[]): Promise<void> {
+async function routes(ch: ClickHouseClient, clickhouseUrl: string, clickhousePid: number | undefined, procs: ChildProcess[]): Promise<void> {
   await provisionClickHouse(ch, DB);
   const [{ n }] = await (await ch.query({ query: `SELECT count() AS n FROM ${DB}.${T.samples}`, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<{ n: number }>();
   if (n > 0) {
@@ -254,11 +268,19 @@ async function routes(ch: ClickHouseClient, clickhouseUrl: string, procs: ChildP
     },
   ];
   console.log(`\n${REQUESTS} requests per route from ${CONCURRENCY} concurrent clients (ms)`);
-  console.log(`| route | API p50 | API p99 | direct p50 | direct p99 | p99 ratio |\n|---|---:|---:|---:|---:|---:|`);
+  // CPU ms per request (from /proc and process.cpuUsage, 10 ms ticks over all measured requests):
+  // what the answer cost the query function, ClickHouse and the clients in this process.
+  console.log(
+    `| route | API p50 | API p99 | direct p50 | direct p99 | p99 ratio | API CPU ms/req fn · CH · bench | direct CPU ms/req CH · bench |\n|---|---:|---:|---:|---:|---:|---:|---:|`,
+  );
+  const c = (n: number) => n.toFixed(1);
   for (const r of routes.filter((x) => x.name.includes(values.only!))) {
-    const a = await measure(r.api);
-    const d = await measure(r.direct);
-    console.log(`| ${r.name} | ${a.p50.toFixed(1)} | ${a.p99.toFixed(1)} | ${d.p50.toFixed(1)} | ${d.p99.toFixed(1)} | ${(a.p99 / d.p99).toFixed(2)} |`);
+    const a = await measure(r.api, { fn: api.proc.pid, ch: clickhousePid });
+    const d = await measure(r.direct, { ch: clickhousePid });
+    console.log(
+      `| ${r.name} | ${a.p50.toFixed(1)} | ${a.p99.toFixed(1)} | ${d.p50.toFixed(1)} | ${d.p99.toFixed(1)} | ${(a.p99 / d.p99).toFixed(2)} | ` +
+        `${c(a.cpu.fn)} · ${c(a.cpu.ch)} · ${c(a.cpu.bench)} | ${c(d.cpu.ch)} · ${c(d.cpu.bench)} |`,
+    );
   }
   // One client, one request at a time: a 7-day chart of one GPU from rollup_1h.
   const single: number[] = [];
