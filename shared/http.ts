@@ -12,7 +12,12 @@ export type HttpHandler = (req: Req, res: Res) => unknown;
 
 export function sendJson(res: Res, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
-  const payload = JSON.stringify(body);
+  sendJsonText(res, status, JSON.stringify(body), headers);
+}
+
+/** sendJson for a body already serialized (`payload` is JSON text). */
+export function sendJsonText(res: Res, status: number, payload: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return;
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(payload), ...headers });
   res.end(payload);
 }

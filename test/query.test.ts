@@ -7,6 +7,8 @@ import { createHmac } from 'node:crypto';
 import { cursorFingerprint, cursorSigner, decodeCursor, encodeCursor, NOT_ISSUED, type CursorScope } from '../functions/query/cursor.ts';
 import { openApiText } from '../functions/query/openapi.ts';
 import { validateRequest } from '../functions/query/params.ts';
+import { etagOf, sendConditional } from '../functions/query/requests.ts';
+import type { Req, Res } from '../shared/http.ts';
 import { gpuPathParams, noQuery, parseInstant, summaryQuery, telemetryQuery } from '../functions/query/schemas.ts';
 
 // Pure rules of the query function: timestamps, parameters, cursors, configuration and the
@@ -285,5 +287,44 @@ describe('OpenAPI document', () => {
     expect(params.find((p: { name: string }) => p.name === 'limit').schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 10_000, default: 1000 });
     expect(Object.keys(doc.paths['/api/v1/gpus/{uuid}/telemetry'].get.responses)).toEqual(['200', '400', '401', '403', '404', '500']);
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+  });
+});
+
+describe('conditional answers', () => {
+  /** What sendConditional writes for `body` (a stand-in response that records it). */
+  function answer(body: unknown, ifNoneMatch?: string) {
+    const sent = { status: 0, headers: {} as Record<string, unknown>, body: '' };
+    const res = {
+      headersSent: false,
+      writeHead(status: number, headers: Record<string, unknown>) {
+        Object.assign(sent, { status, headers });
+      },
+      end(payload?: string) {
+        sent.body = payload ?? '';
+      },
+    };
+    sendConditional({ headers: ifNoneMatch ? { 'if-none-match': ifNoneMatch } : {} } as Req, res as unknown as Res, body);
+    return sent;
+  }
+
+  it('tags the body with its cursor replaced by whether there is one, and sends it as JSON.stringify writes it', () => {
+    const bodies = [
+      { gpus: [{ uuid: 'GPU-1', metrics: ['a'] }], count: 1, next_cursor: 'eyJ4IjoxfQ.abc' },
+      { hosts: [], next_cursor: null },
+      { metric: 'm', gpus: [{ value: 1.5 }] }, // no cursor at all
+      { next_cursor: 'c', after: 'the cursor is not the last key' },
+      { anomalies: [{ detail: { next_cursor: 'inner' } }], next_cursor: '"quoted"' },
+    ];
+    for (const body of bodies) {
+      const sent = answer(body);
+      expect(sent.status).toBe(200);
+      expect(sent.body).toBe(JSON.stringify(body));
+      const cursor = (body as { next_cursor?: unknown }).next_cursor;
+      expect(sent.headers.etag).toBe(etagOf(JSON.stringify(cursor === undefined ? body : { ...body, next_cursor: cursor !== null })));
+      expect(answer(body, String(sent.headers.etag)).status).toBe(304);
+    }
+    // Another signature time, the same page: the same tag.
+    expect(answer({ hosts: [], next_cursor: 'later.xyz' }).headers.etag).toBe(answer({ hosts: [], next_cursor: 'earlier.abc' }).headers.etag);
+    expect(answer({ hosts: [], next_cursor: 'x' }).headers.etag).not.toBe(answer({ hosts: [], next_cursor: null }).headers.etag);
   });
 });

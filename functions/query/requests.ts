@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { HttpError, sendJson, type Req, type Res } from '../../shared/http.ts';
+import { HttpError, sendJsonText, type Req, type Res } from '../../shared/http.ts';
 import { invalidParameters } from './params.ts';
 
 // Request plumbing the query routes share: aborting ClickHouse work when the client leaves,
@@ -48,9 +48,18 @@ function matches(header: string | undefined, etag: string): boolean {
  * whether there is a next page is all it adds. A cached cursor stays usable for CURSOR_MAX_AGE_S.
  */
 export function sendConditional(req: Req, res: Res, body: unknown): void {
+  // Serialized once: the tagged text is the payload with its cursor swapped for whether there is
+  // one (next_cursor is the answers' last key; any other shape is serialized again for the tag).
   const payload = JSON.stringify(body);
   const cursor = (body as { next_cursor?: unknown }).next_cursor;
-  const etag = etagOf(cursor === undefined ? payload : JSON.stringify({ ...(body as object), next_cursor: cursor !== null }));
+  let tagged = payload;
+  if (cursor !== undefined) {
+    const tail = `"next_cursor":${JSON.stringify(cursor)}}`;
+    tagged = payload.endsWith(tail)
+      ? `${payload.slice(0, -tail.length)}"next_cursor":${cursor !== null}}`
+      : JSON.stringify({ ...(body as object), next_cursor: cursor !== null });
+  }
+  const etag = etagOf(tagged);
   const headers = { etag, 'cache-control': 'private, no-cache' };
   if (matches(req.headers['if-none-match'], etag)) {
     if (res.headersSent) return;
@@ -58,5 +67,5 @@ export function sendConditional(req: Req, res: Res, body: unknown): void {
     res.end();
     return;
   }
-  sendJson(res, 200, body, headers);
+  sendJsonText(res, 200, payload, headers);
 }
