@@ -310,6 +310,63 @@ describe('GET /api/v1/gpus/{uuid}/telemetry', () => {
   });
 });
 
+describe('telemetry samples as ClickHouse writes them', () => {
+  // The samples of a page go out as ClickHouse's JSON text, not parsed and re-serialised: the
+  // answer must parse to exactly what the parsed rows gave (values, escapes, labels), with the
+  // private columns cut even when a label is named like one.
+  it('parse to the stored rows for awkward values, strings and labels', async () => {
+    const db = 'query_api_text';
+    const admin = clickhouseClient(chConfig, { database: null });
+    clients.push(admin);
+    await provisionClickHouse(admin, db);
+    const uuid = 'GPU-text-0000-0000-0000-000000000001';
+    const base = { gpu_id: '0', device: 'nvidia0', uuid, modelName: 'NVIDIA H100 80GB HBM3', container: '', pod: '', namespace: '' };
+    const odd = [
+      { value: '-0', labels_raw: 'a="1",batch_id="b,\\"line\\":7",10="ten",2="two"', Hostname: 'a/b "quoted" \\ back' },
+      { value: '1e21', labels_raw: 'k="\u2028\u2029 é 😀 <tag> \t"', Hostname: 'host\u0001\u001f' },
+      { value: '1.7976931348623157e308', labels_raw: '', Hostname: ',"batch_id":"fake","line":1}' },
+      { value: '5e-324', labels_raw: 'job="dcgm"', Hostname: 'h' },
+      { value: '0.1', labels_raw: 'job="dcgm"', Hostname: 'h' },
+    ];
+    const rows = odd.map((o, i) => ({ ...base, ...o, timestamp: `2025-07-18T20:42:3${i}Z`, metric_name: 'DCGM_FI_DEV_GPU_TEMP', line: i + 2 }));
+    await insertFixture(admin, db, { uploadId: 'text-upload', rows });
+    const text = await startQuery({}, { database: db });
+    const reference = await (
+      await admin.query({
+        query: `SELECT timestamp, metric_name, value, gpu_id, device, uuid, model_name, hostname, container, pod, namespace, labels_raw, labels
+                FROM ${db}.samples WHERE uuid = {uuid:String} ORDER BY timestamp`,
+        query_params: { uuid },
+        format: 'JSONEachRow',
+        clickhouse_settings: { output_format_json_quote_64bit_integers: 0, date_time_output_format: 'iso' },
+      })
+    ).json<Record<string, unknown>>();
+    expect(reference).toHaveLength(5);
+    reference[0].value = 0; // -0 answers 0, as JSON.stringify writes it
+    for (const limit of [5, 2]) {
+      const seen: unknown[] = [];
+      let cursor: string | null = null;
+      do {
+        const page = await get(`/api/v1/gpus/${uuid}/telemetry?limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`, {}, text);
+        expect(page.status).toBe(200);
+        const parsed = telemetrySchema.parse(page.body);
+        expect(Object.keys(page.body)).toEqual(['uuid', 'filters', 'count', 'data', 'next_cursor']);
+        expect(parsed.count).toBe(parsed.data.length);
+        seen.push(...page.body.data);
+        cursor = page.body.next_cursor;
+      } while (cursor);
+      expect(seen).toEqual(reference);
+      expect(Object.is((seen[0] as { value: number }).value, 0)).toBe(true);
+    }
+    // GraphQL answers the same samples (parsed from the same text).
+    const gql = await fetch(`${text}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: `{ gpu(uuid: "${uuid}") { telemetry(limit: 5) { count data { value hostname labels } } } }` }),
+    }).then((r) => r.json());
+    expect(gql.data.gpu.telemetry.data).toEqual(reference.map((r) => ({ value: r.value, hostname: r.hostname, labels: r.labels })));
+  });
+});
+
 describe('GET /api/v1/gpus/{uuid}/summary', () => {
   it('aggregates each metric of the GPU', async () => {
     const { status, body } = await get(`/api/v1/gpus/${GPU}/summary`);

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from 'nats';
 import { clickhouseReadiness, sharedClickHouse } from '../../shared/clickhouse.ts';
 import { parseEnv } from '../../shared/config.ts';
-import { HttpError, authorize, operationalRoutes, router, sendJson, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
+import { HttpError, authorize, operationalRoutes, router, sendJson, sendJsonText, type HttpHandler, type NotReady, type Req, type Res } from '../../shared/http.ts';
 import { natsReadiness, sharedNats } from '../../shared/nats.ts';
 import { consoleEnv, flagEnv, limitsOf, queryEnv, type FlagConfig, type QueryConfig } from './config.ts';
 import { fleetRoutes, fleetService } from './fleet.ts';
@@ -42,9 +42,19 @@ const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-function publicSample(row: SampleRow) {
-  const { batch_id: _batch, line: _line, ...sample } = row;
-  return sample;
+/** A telemetry answer whose samples are JSON text (as ClickHouse wrote them). */
+interface TelemetryText {
+  uuid: string;
+  filters: { start_time: string | null; end_time: string | null; metric: string | null; limit: number };
+  count: number;
+  data: string[];
+  next_cursor: string | null;
+}
+
+/** The JSON text of a telemetry answer: what JSON.stringify gives for it with its samples parsed. */
+function telemetryJson(t: TelemetryText): string {
+  const head = JSON.stringify({ uuid: t.uuid, filters: t.filters, count: t.count });
+  return `${head.slice(0, -1)},"data":[${t.data.join(',')}],"next_cursor":${JSON.stringify(t.next_cursor)}}`;
 }
 
 export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler & { close(): Promise<void> } {
@@ -80,34 +90,33 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     if (denied) throw denied;
   };
 
+  /** One page of a GPU's samples, each sample still ClickHouse's JSON text (REST sends it as is). */
+  async function telemetryText(uuid: string, query: TelemetryQuery, signal?: AbortSignal): Promise<TelemetryText> {
+    checkWindow(query);
+    const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
+    if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
+      throw invalidParameters([
+        { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
+      ]);
+    }
+    const limit = query.limit ?? limits.defaultLimit;
+    const ch = deps.clickhouse();
+    const page = await telemetryPage(ch, scope, { limit, after: query.cursor?.key }, signal);
+    if (page.data.length === 0 && !(await gpuExists(ch, uuid, signal))) throw gpuNotFound(uuid);
+    return {
+      uuid,
+      filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
+      count: page.data.length,
+      data: page.data,
+      next_cursor: page.next ? encodeCursor(cursors, page.next, scope) : null,
+    };
+  }
+
   // The answers, shared by the REST routes below and GraphQL (graphql.ts).
   const reads: Reads = {
     async telemetry(uuid: string, query: TelemetryQuery, signal?: AbortSignal) {
-      checkWindow(query);
-      const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
-      if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
-        throw invalidParameters([
-          { parameter: 'cursor', in: 'query', message: 'belongs to a different query (uuid, start_time, end_time and metric must stay the same between pages)' },
-        ]);
-      }
-      const limit = query.limit ?? limits.defaultLimit;
-      const ch = deps.clickhouse();
-      // One row more than the page tells whether another page exists.
-      const rows = await telemetryPage(ch, scope, { limit: limit + 1, after: query.cursor?.key }, signal);
-      if (rows.length === 0 && !(await gpuExists(ch, uuid, signal))) throw gpuNotFound(uuid);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      const next =
-        rows.length > limit && last
-          ? encodeCursor(cursors, { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line }, scope)
-          : null;
-      return {
-        uuid,
-        filters: { start_time: iso(query.start_time), end_time: iso(query.end_time), metric: query.metric ?? null, limit },
-        count: page.length,
-        data: page.map(publicSample),
-        next_cursor: next,
-      };
+      const t = await telemetryText(uuid, query, signal);
+      return { ...t, data: t.data.map((row) => JSON.parse(row) as SampleRow) };
     },
 
     async summary(uuid: string, query: SummaryQuery, signal?: AbortSignal) {
@@ -138,7 +147,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
-    sendJson(res, 200, await untilClientLeaves(res, (signal) => reads.telemetry(path.uuid, query, signal)));
+    sendJsonText(res, 200, telemetryJson(await untilClientLeaves(res, (signal) => telemetryText(path.uuid, query, signal))));
   }
 
   async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {

@@ -238,7 +238,7 @@ async function routes(ch: ClickHouseClient, clickhouseUrl: string, clickhousePid
     {
       name: 'telemetry 1 h (1000 rows)',
       api: rest(`/api/v1/gpus/${uuid}/telemetry?start_time=${hourStart}&end_time=${end}&limit=1000`),
-      direct: () => telemetryPage(direct, { uuid, start: END_MS - 3_600_000, end: END_MS }, { limit: 1001 }).then(() => undefined),
+      direct: () => telemetryPage(direct, { uuid, start: END_MS - 3_600_000, end: END_MS }, { limit: 1000 }).then(() => undefined),
     },
     {
       name: 'summary 24 h',
