@@ -9,6 +9,8 @@ import { provisionClickHouse } from '../shared/provision.ts';
 import { queryEnv } from '../functions/query/config.ts';
 import { anomalyPageSchema, gpuPageSchema, hostPageSchema, topSchema } from '../functions/query/fleet-schemas.ts';
 import { createQueryHandler } from '../functions/query/index.ts';
+import { DOCUMENT_CACHE_MAX_CHARS, documentCache } from '../functions/query/graphql.ts';
+import { buildSchema, specifiedRules } from 'graphql/index.js';
 import { clickhouseTimestamp, fixtureRows, insertFixture, type FixtureRow } from './support/fixtures.ts';
 import { recomputeRollups } from '../shared/rollups.ts';
 import { startClickHouse, type RunningServer } from './support/servers.ts';
@@ -455,6 +457,44 @@ describe('GraphQL /graphql', () => {
     const costly = await gql(api, `{ ${aliases} }`);
     expect(costly.status).toBe(400);
     expect(costly.body.errors[0].message).toMatch(/the limit is 50000/);
+  });
+
+  it('answers a repeated query text alike from its kept document: the same data, errors and refusals each time', async () => {
+    const texts = [
+      `{ gpus(limit: 2) { count gpus { uuid samples flags } } }`,
+      '{ gpus(limit: 0) { count } }', // argument error at execution
+      '{ gpus { nope } }', // validation error
+      '{ gpus { count ', // syntax error
+      '{ gpu(uuid: "x") { telemetry { data { labels { a { b { c } } } } } } }', // too deep
+    ];
+    const first = await Promise.all(texts.map((t) => gql(api, t)));
+    expect(first[0].body.errors).toBeUndefined();
+    expect(first.slice(1).map((r) => r.body.errors[0].message)).toEqual([
+      'limit must be an integer from 1 to 1000',
+      expect.stringContaining('Cannot query field "nope"'),
+      expect.stringContaining('Syntax Error'),
+      expect.stringContaining('nested 7 levels deep'),
+    ]);
+    for (let i = 0; i < 2; i++) expect(await Promise.all(texts.map((t) => gql(api, t)))).toEqual(first);
+  });
+
+  it('keeps at most DOCUMENT_CACHE_ENTRIES documents, the most recently used, and validates each once', () => {
+    const cache = documentCache({ defaultLimit: 1000, maxLimit: 10_000 }, 3);
+    const texts = ['{ a }', '{ b }', '{ c }', '{ d }'];
+    const docs = texts.map((t) => cache.parse(t));
+    expect(cache.size).toBe(3);
+    expect(cache.parse('{ b }')).toBe(docs[1]);
+    expect(cache.parse('{ a }')).not.toBe(docs[0]); // the oldest went
+    expect(cache.parse('{ a }')).toBe(cache.parse('{ a }'));
+    expect(() => cache.parse('{ a ')).toThrow(/Syntax Error/);
+    const long = `{ ${'f '.repeat(DOCUMENT_CACHE_MAX_CHARS)}}`; // too long to keep
+    expect(cache.parse(long) === cache.parse(long)).toBe(false);
+    const schema = buildSchema('type Query { a: Int }');
+    const doc = cache.parse('{ nope }');
+    const errors = cache.validate(schema, doc, specifiedRules);
+    expect(errors).toHaveLength(1);
+    expect(cache.validate(schema, doc, [...specifiedRules])).toBe(errors);
+    expect(cache.validate(schema, doc, [])).toEqual([]); // other rules: validated again
   });
 
   it('requires the read scope like REST', async () => {

@@ -1,4 +1,4 @@
-import { buildSchema, GraphQLError, Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql/index.js';
+import { buildSchema, GraphQLError, Kind, parse, specifiedRules, validate, type DocumentNode, type FragmentDefinitionNode, type GraphQLSchema, type SelectionSetNode, type Source, type ValidationRule } from 'graphql/index.js';
 import { createHandler } from 'graphql-http/lib/use/http';
 import { HttpError, type Req, type Res, type Route } from '../../shared/http.ts';
 import type { CursorSigner } from './cursor.ts';
@@ -135,6 +135,55 @@ export function checkLimits(doc: DocumentNode, limits: Limits): string | undefin
   return undefined;
 }
 
+/** Documents kept parsed: the most recently used query texts, each at most this long. */
+export const DOCUMENT_CACHE_ENTRIES = 256;
+export const DOCUMENT_CACHE_MAX_CHARS = 16_384;
+
+/**
+ * Parsing and validating a query, once per query text: a dashboard sends the same few texts over
+ * and over, and validation (every spec rule over the document) was the largest part of the query
+ * process's time per GraphQL request after execution. A bounded LRU of parsed documents by text;
+ * validation results and the depth/cost verdict hang off the (immutable, shared) document.
+ */
+export function documentCache(limits: Limits, entries = DOCUMENT_CACHE_ENTRIES) {
+  const documents = new Map<string, DocumentNode>();
+  const validated = new WeakMap<DocumentNode, { schema: GraphQLSchema; rules: readonly ValidationRule[]; errors: ReturnType<typeof validate> }>();
+  const verdicts = new WeakMap<DocumentNode, { refused: string | undefined }>();
+  return {
+    parse(query: string | Source): DocumentNode {
+      if (typeof query !== 'string') return parse(query);
+      const hit = documents.get(query);
+      if (hit) {
+        documents.delete(query); // most recently used last
+        documents.set(query, hit);
+        return hit;
+      }
+      const doc = parse(query); // a syntax error throws, and is not kept
+      if (query.length <= DOCUMENT_CACHE_MAX_CHARS) {
+        documents.set(query, doc);
+        if (documents.size > entries) documents.delete(documents.keys().next().value!);
+      }
+      return doc;
+    },
+    validate(schema: GraphQLSchema, doc: DocumentNode, rules: readonly ValidationRule[] = specifiedRules) {
+      // Kept for the same schema and rules (graphql-http passes a new array of the same rules each time).
+      const kept = validated.get(doc);
+      if (kept && kept.schema === schema && kept.rules.length === rules.length && kept.rules.every((r, i) => r === rules[i])) return kept.errors;
+      const errors = validate(schema, doc, rules);
+      validated.set(doc, { schema, rules: [...rules], errors });
+      return errors;
+    },
+    limits(doc: DocumentNode): string | undefined {
+      let verdict = verdicts.get(doc);
+      if (!verdict) verdicts.set(doc, (verdict = { refused: checkLimits(doc, limits) }));
+      return verdict.refused;
+    },
+    get size() {
+      return documents.size;
+    },
+  };
+}
+
 /** GraphQL arguments as the query string the REST schemas validate. */
 function asUrl(args: Record<string, unknown>): URL {
   const url = new URL('http://graphql/');
@@ -203,17 +252,20 @@ export function graphqlRoutes(
       }),
   };
 
+  const documents = documentCache(limits);
   const handler = createHandler({
     schema,
     rootValue,
+    parse: documents.parse,
+    validate: documents.validate,
     onSubscribe: (_req, params) => {
       let doc: DocumentNode;
       try {
-        doc = parse(params.query);
+        doc = documents.parse(params.query);
       } catch {
         return undefined; // graphql-http answers the syntax error
       }
-      const refused = checkLimits(doc, limits);
+      const refused = documents.limits(doc);
       if (!refused) return undefined;
       return [
         JSON.stringify({ errors: [{ message: refused, extensions: { code: 'query_too_expensive' } }] }),
