@@ -8,6 +8,8 @@ import { cursorFingerprint, cursorSigner, decodeCursor, encodeCursor, NOT_ISSUED
 import { openApiText } from '../functions/query/openapi.ts';
 import { validateRequest } from '../functions/query/params.ts';
 import { etagOf, sendConditional } from '../functions/query/requests.ts';
+import { telemetryPage } from '../functions/query/sql.ts';
+import type { ClickHouseClient } from '@clickhouse/client';
 import type { Req, Res } from '../shared/http.ts';
 import { gpuPathParams, noQuery, parseInstant, summaryQuery, telemetryQuery } from '../functions/query/schemas.ts';
 
@@ -326,5 +328,32 @@ describe('conditional answers', () => {
     // Another signature time, the same page: the same tag.
     expect(answer({ hosts: [], next_cursor: 'later.xyz' }).headers.etag).toBe(answer({ hosts: [], next_cursor: 'earlier.abc' }).headers.etag);
     expect(answer({ hosts: [], next_cursor: 'x' }).headers.etag).not.toBe(answer({ hosts: [], next_cursor: null }).headers.etag);
+  });
+});
+
+describe('telemetry page text', () => {
+  const row = (ts: string, metric: string, line: number) =>
+    `{"timestamp":"${ts}","metric_name":"${metric}","value":1,"gpu_id":"0","device":"nvidia0","uuid":"${UUID}","model_name":"m","hostname":"h",` +
+    `"container":"","pod":"","namespace":"","labels_raw":"","labels":{"batch_id":"x"},"batch_id":"up.0.0","line":${line}}`;
+  /** A client whose every query answers `text` (what ClickHouse streamed). */
+  const answering = (text: string) => ({ query: async () => ({ text: async () => text }) }) as unknown as ClickHouseClient;
+  const rows = [row('2025-07-18T20:42:34.000Z', 'A', 2), row('2025-07-18T20:42:34.000Z', 'B', 3), row('2025-07-18T20:42:35.000Z', 'A', 4)];
+
+  it('cuts batch_id and line off each row and takes the cursor from the last row of the page', async () => {
+    const page = await telemetryPage(answering(rows.join('\n') + '\n'), { uuid: UUID }, { limit: 2 });
+    expect(page.data.map((d) => JSON.parse(d))).toEqual(rows.slice(0, 2).map((r) => {
+      const { batch_id: _b, line: _l, ...rest } = JSON.parse(r);
+      return rest;
+    }));
+    expect(page.next).toEqual({ ts: Date.parse('2025-07-18T20:42:34.000Z'), metric: 'B', batch: 'up.0.0', line: 3 });
+    expect((await telemetryPage(answering(rows.join('\n') + '\n'), { uuid: UUID }, { limit: 3 })).next).toBeUndefined();
+    expect(await telemetryPage(answering(''), { uuid: UUID }, { limit: 3 })).toEqual({ data: [] });
+  });
+
+  it('refuses the page when ClickHouse wrote anything but sample rows (an exception after the rows, a cut row)', async () => {
+    const exception = '\r\n__exception__\r\nabcdefghijklmnop\r\nCode: 241. DB::Exception: Memory limit exceeded\n52 __exception__\r\nabcdefghijklmnop\r\n';
+    await expect(telemetryPage(answering(rows.join('\n') + exception), { uuid: UUID }, { limit: 2 })).rejects.toThrow(/unexpected row/);
+    await expect(telemetryPage(answering(rows.join('\n') + exception), { uuid: UUID }, { limit: 10 })).rejects.toThrow(/unexpected row/);
+    await expect(telemetryPage(answering(rows[0].slice(0, 80) + '\n'), { uuid: UUID }, { limit: 10 })).rejects.toThrow(/unexpected row/);
   });
 });

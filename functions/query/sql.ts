@@ -197,7 +197,9 @@ export async function telemetryPage(
     signal,
     SAMPLE_SETTINGS,
   );
-  const data = lines.slice(0, page.limit).map(publicSampleJson);
+  // Every line is checked, the extra one too: text() does not look for an exception ClickHouse
+  // appends to a stream that failed late, so such a tail must fail the page, not make a cursor.
+  const data = lines.map(publicSampleJson).slice(0, page.limit);
   if (lines.length <= page.limit) return { data };
   // Only the cursor's row is parsed.
   const last = JSON.parse(lines[page.limit - 1]) as { timestamp: string; metric_name: string; batch_id: string; line: number };
