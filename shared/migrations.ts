@@ -19,6 +19,9 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 // - rollup_1m/1h/1d hold exact aggregates of de-duplicated samples per epoch-aligned UTC bucket.
 //   A recompute inserts a new version of a bucket (ReplacingMergeTree(updated_at)); readers use FINAL.
 
+/** Orders the copies of one sample so that the winner comes first (for LIMIT 1 BY): the identity rule above. */
+export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
+
 /** labels_raw (`key="value",…`, values escaped as in Prometheus' exposition format) as a map. */
 const LABELS_MAP = `extractKeyValuePairsWithEscaping(labels_raw, '=', ',', '"')`;
 

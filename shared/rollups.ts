@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { inTouchedBuckets, touchedBucketsCte } from './batch-keys.ts';
+import { LATEST_COPY_FIRST } from './migrations.ts';
 import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 
 // Rollup maintenance, used by collect (after each fetch it stored) and by provisioning (a one-off
@@ -45,7 +46,7 @@ export function minuteRollupSql(scope: RollupScope = 'batches', database?: strin
       SELECT uuid, metric_name, timestamp AS ts, value AS v, hostname AS h, model_name AS m
       FROM ${named(T.samples, database)}
       WHERE ${inScope(scope, 'timestamp', seconds)}
-      ORDER BY uuid, timestamp, metric_name, received_at DESC, batch_id DESC, line DESC
+      ORDER BY uuid, timestamp, metric_name, ${LATEST_COPY_FIRST}
       LIMIT 1 BY uuid, timestamp, metric_name
     )
     GROUP BY uuid, metric_name, bucket`;

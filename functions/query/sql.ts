@@ -1,5 +1,6 @@
 import type { ClickHouseClient, ClickHouseSettings, ResultSet } from '@clickhouse/client';
 import { retryRead } from '../../shared/clickhouse.ts';
+import { LATEST_COPY_FIRST } from '../../shared/migrations.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import type { CursorKey } from './cursor.ts';
 
@@ -9,8 +10,6 @@ import type { CursorKey } from './cursor.ts';
 // A sample's identity is (uuid, metric_name, timestamp): every read of samples collapses copies,
 // keeping the row with the greatest (received_at, batch_id, line) — the later upload wins.
 
-/** Orders the copies of one sample so that the winner comes first (for LIMIT 1 BY). */
-export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
 
 /**
  * `metric_name, ts, v` of one GPU's samples matching `where`, one row per sample (its winning copy).
