@@ -71,9 +71,10 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
  * block finds nothing to collapse: skipping it measured 18–23 % less ClickHouse CPU per rollup
  * row (scratch driver, 10 × 100,000-sample batches, two alternating pairs). Readers use FINAL.
  */
-const ROLLUP_INSERT_SETTINGS = { optimize_on_insert: 0 } as const;
+export const ROLLUP_INSERT_SETTINGS = { optimize_on_insert: 0 } as const;
 
-const levelStatements = (scope: RollupScope, database?: string) => [
+/** One INSERT … SELECT per level, finest first (run in this order: each reads the level below). */
+export const levelStatements = (scope: RollupScope, database?: string) => [
   minuteRollupSql(scope, database),
   ...ROLLUP_LEVELS.slice(1).map((_, i) => coarserRollupSql(i + 1, scope, database)),
 ];
