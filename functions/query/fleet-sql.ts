@@ -1,6 +1,7 @@
 import type { ClickHouseClient, ClickHouseSettings } from '@clickhouse/client';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
-import { clamp, rows, SETTINGS, type GpuRow } from './sql.ts';
+import type { GpuRow, HostRow } from './rows.ts';
+import { clamp, rows, SETTINGS } from './sql.ts';
 import type { TopBy } from './fleet-schemas.ts';
 
 // Fleet reads. The GPU and host listings read the gpus inventory (one row per GPU after merges)
@@ -91,14 +92,6 @@ export async function fleetLatest(client: ClickHouseClient, signal?: AbortSignal
     signal,
   );
   return r && r.n > 0 ? r.ms : undefined;
-}
-
-export interface HostRow {
-  hostname: string;
-  gpus: number;
-  models: string[];
-  first_seen: string;
-  last_seen: string;
 }
 
 /** One page of hosts (from the inventory) in hostname order, strictly after `after`. */

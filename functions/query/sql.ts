@@ -66,18 +66,6 @@ export function jsonLines(client: ClickHouseClient, query: string, params: Recor
   });
 }
 
-export interface GpuRow {
-  uuid: string;
-  gpu_id: string;
-  device: string;
-  model_name: string;
-  hostname: string;
-  first_seen: string;
-  last_seen: string;
-  samples: number;
-  metrics: string[];
-}
-
 export async function gpuExists(client: ClickHouseClient, uuid: string, signal?: AbortSignal): Promise<boolean> {
   const found = await rows(client, `SELECT 1 AS found FROM ${T.gpus} WHERE uuid = {uuid:String} LIMIT 1`, { uuid }, signal);
   return found.length > 0;

@@ -1,4 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
+import type { GpuRow, HostRow } from '../rows.ts';
 import { api, qs } from './api.ts';
 import { Sparkline } from './chart.tsx';
 import { FlagBadges, Show, fmtNum, fmtTime, useLoad } from './common.tsx';
@@ -6,29 +7,12 @@ import { state } from './state.ts';
 
 // Fleet: the GPUs (paged by the API's cursor, filterable), hosts, and top-N views.
 
-interface Gpu {
-  uuid: string;
-  gpu_id: string;
-  device: string;
-  model_name: string;
-  hostname: string;
-  first_seen: string;
-  last_seen: string;
-  samples: number;
-  metrics: string[];
-  flags: string[];
-}
+type Gpu = GpuRow & { flags: string[] };
 interface GpuPage {
   gpus: Gpu[];
   next_cursor: string | null;
 }
-interface Host {
-  hostname: string;
-  gpus: number;
-  models: string[];
-  first_seen: string;
-  last_seen: string;
-}
+type Host = HostRow;
 interface TopAnswer {
   metric: string;
   by: string;
