@@ -1,11 +1,12 @@
-// npx tsx test/bench/rollup-cost.ts [-- --batches 10 --rows 100000 --runs 2]
+// npx tsx test/bench/rollup-cost.ts [-- --batches 10 --rows 100000 --runs 2 --coalesce 1]
 // What collect's rollup recompute costs ClickHouse, against storing the samples themselves, in
 // ClickHouse CPU µs per sample (the server process's /proc CPU time, so background merges that
 // run during a statement count against it). Per run and file shape, a fresh database gets
 // `batches` INSERTs of `rows` samples straight from numbers() (DCGM-like rows, labels_raw
 // included, so the insert pays the labels map and every view as collect's INSERT does), each
 // followed by the three recompute statements exactly as collect runs them (shared/rollups.ts);
-// then the merges still running are waited for and reported on their own.
+// then the merges still running are waited for and reported on their own. `--coalesce K` runs
+// the recompute once per K batches, for all K (what a pass over several pending batches costs).
 //   fleets: every batch its own GPUs, one sample per (GPU, metric): `npm run bench`'s default file,
 //           where every sample makes one new row in each level (the recompute's worst case);
 //   series: the same GPUs in every batch, 10 s apart (one scrape per batch, as remote write or a
@@ -19,11 +20,17 @@ import { startClickHouse } from '../support/servers.ts';
 import { cpuSeconds } from './proc.ts';
 
 const { values } = parseArgs({
-  options: { batches: { type: 'string', default: '10' }, rows: { type: 'string', default: '100000' }, runs: { type: 'string', default: '2' } },
+  options: {
+    batches: { type: 'string', default: '10' },
+    rows: { type: 'string', default: '100000' },
+    runs: { type: 'string', default: '2' },
+    coalesce: { type: 'string', default: '1' },
+  },
 });
 const BATCHES = Number(values.batches);
 const ROWS = Math.floor(Number(values.rows) / 10) * 10;
 const RUNS = Number(values.runs);
+const COALESCE = Math.max(1, Number(values.coalesce));
 const SHAPES = ['fleets', 'series'] as const;
 const LEVELS = ['1 m', '1 h', '1 d'];
 
@@ -68,9 +75,11 @@ async function measure(shape: (typeof SHAPES)[number], db: string): Promise<numb
       let t = cpuSeconds(pid);
       await ch.command({ query: batchInsert(shape, b), clickhouse_settings: { max_insert_block_size: '1048576', min_insert_block_size_rows: '1048576', min_insert_block_size_bytes: '0' } });
       cpu[0] += cpuSeconds(pid) - t;
+      if ((b + 1) % COALESCE !== 0 && b !== BATCHES - 1) continue;
+      const ids = Array.from({ length: b - Math.floor(b / COALESCE) * COALESCE + 1 }, (_, i) => `u${Math.floor(b / COALESCE) * COALESCE + i}.0.0`);
       for (const [level, query] of statements.entries()) {
         t = cpuSeconds(pid);
-        await ch.command({ query, query_params: { ids: [`u${b}.0.0`] }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
+        await ch.command({ query, query_params: { ids }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
         cpu[level + 1] += cpuSeconds(pid) - t;
       }
     }
@@ -84,7 +93,7 @@ async function measure(shape: (typeof SHAPES)[number], db: string): Promise<numb
 }
 
 try {
-  console.log(`${BATCHES} batches of ${ROWS.toLocaleString('en-US')} samples per run; ClickHouse CPU µs per sample`);
+  console.log(`${BATCHES} batches of ${ROWS.toLocaleString('en-US')} samples per run, recomputed every ${COALESCE} batch(es); ClickHouse CPU µs per sample`);
   console.log(`| shape | run | samples insert | ${LEVELS.map((l) => `rollup ${l}`).join(' | ')} | rollups | rollups / insert | merges after |`);
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   let n = 0;
