@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { headers, type NatsConnection } from 'nats';
+import { sharedPool } from './buffer-pool.ts';
 
 // Put and get for a JetStream object store bucket, in the object store's own wire format
 // (ADR-20: chunks on `$O.<bucket>.C.<nuid>`, a rolled-up JSON meta on `$O.<bucket>.M.<name>`),
@@ -54,41 +55,54 @@ export async function putObject(
   // Chunk bytes published but not yet acknowledged. Each is held twice meanwhile (the chunk and
   // the client's outbound frame), so the window is kept small: 4 MiB (was 16 chunks).
   const windowBytes = Math.max(opts.windowBytes ?? 4 * 1024 * 1024, maxChunk);
+  // Chunks are filled in pooled buffers (the window's plus the one being filled), not a fresh
+  // Buffer.concat each: those lived until their ack, got promoted, and were garbage until a full GC.
+  const pool = sharedPool(maxChunk, Math.ceil(windowBytes / maxChunk) + 1);
   const inFlight = new Set<Promise<unknown>>();
   let inFlightBytes = 0;
   let size = 0;
   let chunks = 0;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const publish = async (chunk: Buffer) => {
+  // After any failed publish none of this put's buffers goes back: while disconnected nats.js
+  // queues the payload itself (not a copy) and may send it after the publish has failed. An
+  // acknowledged publish has sent its bytes, so its buffer is free.
+  let failed = false;
+  const publish = async (buf: Buffer, length: number) => {
+    const chunk = buf.subarray(0, length);
     sha.update(chunk);
-    size += chunk.length;
+    size += length;
     chunks++;
-    while (inFlightBytes + chunk.length > windowBytes && inFlight.size > 0) await Promise.race(inFlight);
+    while (inFlightBytes + length > windowBytes && inFlight.size > 0) await Promise.race(inFlight);
     const p = js.publish(subject, chunk);
     inFlight.add(p);
-    inFlightBytes += chunk.length;
+    inFlightBytes += length;
     // A failed publish stays in the set: the next race (or the final Promise.all) throws it.
     p.then(
       () => {
         inFlight.delete(p);
-        inFlightBytes -= chunk.length;
+        inFlightBytes -= length;
+        if (!failed) pool.give(buf);
       },
-      () => undefined,
+      () => (failed = true),
     );
   };
   try {
+    let fill = pool.take();
+    let filled = 0;
     for await (const piece of data) {
-      pending.push(Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
-      pendingBytes += piece.byteLength;
-      while (pendingBytes >= maxChunk) {
-        const all = Buffer.concat(pending, pendingBytes);
-        await publish(all.subarray(0, maxChunk));
-        pending = [all.subarray(maxChunk)];
-        pendingBytes -= maxChunk;
+      for (let from = 0; from < piece.byteLength; ) {
+        const n = Math.min(maxChunk - filled, piece.byteLength - from);
+        fill.set(piece.subarray(from, from + n), filled);
+        filled += n;
+        from += n;
+        if (filled === maxChunk) {
+          await publish(fill, filled);
+          fill = pool.take();
+          filled = 0;
+        }
       }
     }
-    if (pendingBytes > 0) await publish(Buffer.concat(pending, pendingBytes));
+    if (filled > 0) await publish(fill, filled);
+    else pool.give(fill);
     await Promise.all(inFlight);
   } catch (e) {
     await (await nc.jetstreamManager()).streams.purge(objectStream(bucket), { filter: subject }).catch(() => undefined);
