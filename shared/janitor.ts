@@ -15,6 +15,7 @@ import { CONSUMERS, STREAMS } from './names.ts';
 export const WORK_QUEUES = [
   { stream: STREAMS.uploads, consumer: CONSUMERS.ingest },
   { stream: STREAMS.telemetry, consumer: CONSUMERS.collect },
+  { stream: STREAMS.rollups, consumer: CONSUMERS.rollups },
 ] as const;
 
 export interface SweepResult {

@@ -7,6 +7,8 @@ export const STREAMS = {
   uploads: 'CSV_UPLOADS',
   /** Batches of validated samples on their way to ClickHouse. */
   telemetry: 'TELEMETRY',
+  /** Rollup passes to run: one event per group of stored batches, listing them (collect). */
+  rollups: 'ROLLUPS',
   /** Messages a worker gave up on, with the reason in headers. */
   deadLetter: 'DEAD_LETTER',
 } as const;
@@ -14,6 +16,7 @@ export const STREAMS = {
 export const SUBJECTS = {
   uploaded: 'csv.uploaded',
   samples: 'telemetry.samples',
+  rollups: 'rollups.pending',
   /**
    * Core NATS (not a stream): collect announces each stored group of batches here
    * (`{ batches: string[], rows: number }`, best effort) and query relays them to live clients.
@@ -24,10 +27,12 @@ export const SUBJECTS = {
   deadLetterAll: 'deadletter.>',
 } as const;
 
-/** Durable pull consumers; each queue-driven function owns one (and one KEDA trigger). */
+/** Durable pull consumers, each with a KEDA trigger on the function that drains it. */
 export const CONSUMERS = {
   ingest: 'ingest',
   collect: 'collect',
+  /** Also collect's: its rollup passes. */
+  rollups: 'rollups',
 } as const;
 
 export const BUCKETS = {
@@ -42,6 +47,7 @@ export const BUCKETS = {
 export const EVENT_TYPES = {
   uploaded: 'com.gputelemetry.csv.uploaded',
   samples: 'com.gputelemetry.samples.batch',
+  rollups: 'com.gputelemetry.rollups.pending',
 } as const;
 
 /** NATS account KEDA reads `/jsz` for; `$G` is the global account of a server without accounts. */

@@ -40,6 +40,8 @@ export const provisionEnv = z.object({
   UPLOADS_STREAM_MAX_MSGS: intVar(100_000, 10),
   /** Sample batches waiting for collect. */
   TELEMETRY_STREAM_MAX_BYTES: intVar(8 * 1024 ** 3, 1024 ** 2),
+  /** Rollup passes waiting for collect (a small event per stored group of batches). */
+  ROLLUPS_STREAM_MAX_MSGS: intVar(100_000, 10),
   /** Dead letters kept; when full, a failing message stays unacknowledged instead of being dropped. */
   DEAD_LETTER_STREAM_MAX_BYTES: intVar(1024 ** 3, 1024 ** 2),
   /** Uploaded parts in the object store (deleted once ingested; failed ones kept for RETENTION_HOURS). */
@@ -95,6 +97,16 @@ export function streamConfigs(cfg: ProvisionConfig): Partial<StreamConfig>[] {
     },
     {
       ...common,
+      name: STREAMS.rollups,
+      subjects: [SUBJECTS.rollups],
+      retention: RetentionPolicy.Workqueue,
+      // An event lists the ids and rows of at most one fetch of batches.
+      ...limits({ max_msgs: cfg.ROLLUPS_STREAM_MAX_MSGS, max_msg_size: 256 * 1024 }),
+      // Its id derives from the batch ids, so the event of a redelivered group is dropped here.
+      duplicate_window: nanos(10 * 60_000),
+    },
+    {
+      ...common,
       name: STREAMS.deadLetter,
       subjects: [SUBJECTS.deadLetterAll],
       retention: RetentionPolicy.Limits,
@@ -120,6 +132,10 @@ export function consumerConfigs(cfg: ProvisionConfig): { stream: string; config:
     {
       stream: STREAMS.telemetry,
       config: { ...common, durable_name: CONSUMERS.collect, filter_subject: SUBJECTS.samples, max_ack_pending: cfg.COLLECT_MAX_ACK_PENDING },
+    },
+    {
+      stream: STREAMS.rollups,
+      config: { ...common, durable_name: CONSUMERS.rollups, filter_subject: SUBJECTS.rollups, max_ack_pending: cfg.COLLECT_MAX_ACK_PENDING },
     },
   ];
 }
