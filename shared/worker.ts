@@ -289,37 +289,39 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
 }
 
 /**
- * Process entry for a worker: connects, serves /healthz /readyz /metrics, runs the pull loops
- * and drains on SIGTERM/SIGINT (the Functions Framework CLI would exit at once instead).
+ * Process entry for a worker: connects, serves /healthz /readyz /metrics, runs the pull loops of
+ * each consumer it drains and drains them on SIGTERM/SIGINT (the Functions Framework CLI would
+ * exit at once instead).
  */
 export async function runWorkerProcess(
   name: string,
   connect: () => Promise<NatsConnection>,
-  options: (nc: NatsConnection) => Omit<PullWorkerOptions, 'nc'>,
+  options: (nc: NatsConnection) => Omit<PullWorkerOptions, 'nc'> | Omit<PullWorkerOptions, 'nc'>[],
   onClose: () => Promise<void> = async () => {},
 ): Promise<void> {
   const nc = await connect();
-  const opts = options(nc);
-  const worker = await startPullWorker({ ...opts, nc });
+  const all = [options(nc)].flat();
+  const workers = await Promise.all(all.map((opts) => startPullWorker({ ...opts, nc })));
   const readiness = async () => {
-    const [natsProblems, others] = await Promise.all([natsReadiness(async () => nc), opts.ready ? opts.ready() : []]);
-    return [...natsProblems, ...others];
+    const [natsProblems, ...others] = await Promise.all([natsReadiness(async () => nc), ...all.map((o) => (o.ready ? o.ready() : []))]);
+    return [...natsProblems, ...others.flat()];
   };
+  const { cfg } = all[0];
   const server =
-    opts.cfg.WORKER_HTTP_PORT > 0
-      ? await serve(router(operationalRoutes(readiness, name), { name }), { port: opts.cfg.WORKER_HTTP_PORT, host: opts.cfg.HTTP_HOST }, undefined, { handleSignals: false })
+    cfg.WORKER_HTTP_PORT > 0
+      ? await serve(router(operationalRoutes(readiness, name), { name }), { port: cfg.WORKER_HTTP_PORT, host: cfg.HTTP_HOST }, undefined, { handleSignals: false })
       : undefined;
   const log = loggerFor(name);
-  log.info({ stream: opts.stream, consumer: opts.consumer }, 'worker started');
   // Leftovers of a NATS crash are removed once the server is back (any replica may do it).
-  const janitor = keepWorkQueueSwept(nc, opts.stream, opts.consumer);
+  const janitors = all.map((opts) => keepWorkQueueSwept(nc, opts.stream, opts.consumer));
+  for (const opts of all) log.info({ stream: opts.stream, consumer: opts.consumer }, 'worker started');
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'draining worker');
-    janitor.stop();
-    await worker.stop();
+    for (const j of janitors) j.stop();
+    await Promise.all(workers.map((w) => w.stop()));
     server?.close();
     await nc.drain().catch(() => undefined);
     await onClose();
@@ -327,5 +329,5 @@ export async function runWorkerProcess(
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
-  await worker.done;
+  await Promise.all(workers.map((w) => w.done));
 }

@@ -14,6 +14,7 @@ import { labelsRaw } from '../functions/remote-write/labels.ts';
 import { fixtureRows, fixtureTsv } from './support/fixtures.ts';
 import { fixtureSamples, sampleBatchEvent } from './support/batch.ts';
 import { waitFor } from './support/ports.ts';
+import { runPendingPasses } from './support/rollup-passes.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
 
 // Redelivery must never duplicate rows: the same batch delivered twice, in the same or in a
@@ -79,6 +80,8 @@ describe('collect idempotence (real ClickHouse)', () => {
   });
 
   it('records progress for every batch, including skipped redeliveries', async () => {
+    // Progress is put by the rollup passes the groups above queued.
+    expect(await runPendingPasses(nc, collect)).toBeGreaterThan(0);
     const kv = await nc.jetstream().views.kv(BUCKETS.progress);
     expect(Number((await kv.get(`${UPLOAD}.0.3`))!.string())).toBe(300);
     expect(Number((await kv.get(`${UPLOAD}.0.5`))!.string())).toBe(200);
@@ -160,5 +163,68 @@ describe('collect idempotence (real ClickHouse)', () => {
     } finally {
       await worker.stop();
     }
+  });
+});
+
+describe('rollup passes (queued on ROLLUPS, run coalesced)', () => {
+  const PASSES = '00000000-0000-4000-8000-0000000a55e5';
+  const kvRows = async (id: string) => (await (await nc.jetstream().views.kv(BUCKETS.progress)).get(id))?.string();
+  /** Versions of 1-minute buckets written since `since` (one per bucket a pass recomputed). */
+  const minuteVersionsSince = async (since: number) => {
+    const rs = await ch.query({
+      query: 'SELECT count() AS n FROM rollup_1m WHERE updated_at >= fromUnixTimestamp64Milli({since:Int64})',
+      query_params: { since },
+      format: 'JSONEachRow',
+    });
+    return Number(((await rs.json()) as { n: string }[])[0].n);
+  };
+
+  it('queues one pass per stored group; one later pass recomputes every queued group and puts their progress', async () => {
+    await runPendingPasses(nc, collect);
+    const since = Date.now();
+    await collect(await batchEvents([0, 0, 500, PASSES], [1, 500, 1000, PASSES]));
+    await collect(await batchEvents([2, 1000, 1500, PASSES]));
+    // Stored and acked, rollups and progress not yet: two events wait on ROLLUPS.
+    expect(await minuteVersionsSince(since)).toBe(0);
+    expect(await kvRows(`${PASSES}.0.0`)).toBeUndefined();
+    const jsm = await nc.jetstreamManager();
+    expect((await jsm.consumers.info(STREAMS.rollups, CONSUMERS.rollups)).num_pending).toBe(2);
+    // One pass for both (as the worker hands them over together).
+    expect(await runPendingPasses(nc, collect)).toBe(2);
+    // Every metric of each touched GPU-minute is recomputed (batch_keys is per GPU and minute).
+    expect(await minuteVersionsSince(since)).toBeGreaterThanOrEqual(1500);
+    expect([await kvRows(`${PASSES}.0.0`), await kvRows(`${PASSES}.0.1`), await kvRows(`${PASSES}.0.2`)]).toEqual(['500', '500', '500']);
+    expect((await jsm.consumers.info(STREAMS.rollups, CONSUMERS.rollups)).num_pending).toBe(0);
+  });
+
+  it('queues a redelivered group once (the event id derives from the batch ids)', async () => {
+    await runPendingPasses(nc, collect);
+    const group = await batchEvents([3, 1500, 1600, PASSES]);
+    await collect(group);
+    await collect(group);
+    expect(await runPendingPasses(nc, collect)).toBe(1);
+  });
+
+  it('runs the pass inline when ROLLUPS refuses the event (full), so a full queue never blocks acks', async () => {
+    await runPendingPasses(nc, collect);
+    const jsm = await nc.jetstreamManager();
+    const config = (await jsm.streams.info(STREAMS.rollups)).config;
+    await jsm.streams.update(STREAMS.rollups, { ...config, max_msgs: 1 });
+    try {
+      await nc.jetstream().publish(SUBJECTS.rollups, new Uint8Array(0)); // fills it
+      const since = Date.now();
+      expect((await collect(await batchEvents([4, 1600, 1700, PASSES]))).poison ?? []).toEqual([]);
+      expect(await minuteVersionsSince(since)).toBeGreaterThanOrEqual(100);
+      expect(await kvRows(`${PASSES}.0.4`)).toBe('100');
+    } finally {
+      await jsm.streams.purge(STREAMS.rollups);
+      await jsm.streams.update(STREAMS.rollups, config);
+    }
+  });
+
+  it('dead-letters a malformed pass event without touching anything', async () => {
+    const event = new CloudEvent({ id: 'rollups.bad', source: '/test', type: EVENT_TYPES.rollups, datacontenttype: 'application/json', data: { batches: [{ id: 'not an id', rows: 1 }] } });
+    const outcome = await collect([event]);
+    expect(outcome.poison?.[0].reason).toMatch(/^rollup pass event: batches\.0\.id: /);
   });
 });

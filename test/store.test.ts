@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clickhouseClient } from '../shared/clickhouse.ts';
 import { parseEnv, type ClickHouseConfig } from '../shared/config.ts';
 import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/provision.ts';
+import { runPendingPasses } from './support/rollup-passes.ts';
 import { collectEnv } from '../functions/collect/config.ts';
 import { createCollectHandler } from '../functions/collect/index.ts';
 import { queryEnv } from '../functions/query/config.ts';
@@ -58,8 +59,9 @@ async function database(name: string): Promise<Db> {
       for (let seq = 0; seq * 500 < samples.length; seq++) {
         events.push(await sampleBatchEvent({ uploadId: upload, seq, samples: samples.slice(seq * 500, seq * 500 + 500), receivedAt }));
       }
-      // Fetches of up to 8 batches, as the worker hands them over.
+      // Fetches of up to 8 batches, as the worker hands them over, then their rollup passes.
       for (let i = 0; i < events.length; i += 8) expect((await collect(events.slice(i, i + 8))).poison ?? []).toEqual([]);
+      expect(await runPendingPasses(nc, collect)).toBeGreaterThan(0);
     },
   };
 }

@@ -16,5 +16,14 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
   COLLECT_MAX_WAIT_MS: intVar(1000, 1000, 60_000),
   /** Pull/insert loops per process (one insert can run while the next batch is pulled). */
   COLLECT_CONCURRENCY: intVar(2, 1, 16),
+  /**
+   * Rollup passes (pending.ts): one pass takes pending events until their batches hold this many
+   * rows (it bounds the recompute statements' work), at most COLLECT_ROLLUP_MAX_EVENTS events (their
+   * batch ids travel as one query parameter), or what arrived within COLLECT_ROLLUP_MAX_WAIT_MS
+   * (the longest an upload waits to be `done` after its last insert, and what lets passes grow).
+   */
+  COLLECT_ROLLUP_MAX_ROWS: intVar(1_000_000, 1, 5_000_000),
+  COLLECT_ROLLUP_MAX_EVENTS: intVar(200, 1, 200),
+  COLLECT_ROLLUP_MAX_WAIT_MS: intVar(2000, 100, 60_000),
 });
 export type CollectConfig = z.infer<typeof collectEnv>;

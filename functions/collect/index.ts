@@ -16,6 +16,7 @@ import { PermanentError, isTransient, type BatchOutcome } from '../../shared/wor
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
 import { recomputeRollups } from '../../shared/rollups.ts';
+import { pendingBatches, pendingEventId, queuePass, type StoredBatch } from './pending.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.
@@ -27,7 +28,11 @@ import { recomputeRollups } from '../../shared/rollups.ts';
 //    republished after the stream's duplicate window;
 // 3. a batch another loop of this process is inserting right now is not inserted again
 //    (claims.ts: after a NATS crash copies arrive concurrently, before 2. can see them).
-// Then the rollup buckets the fetch's batches touched are recomputed (rollups.ts), before the ack.
+// Then a rollup pass for the stored batches is queued on ROLLUPS (pending.ts) before the ack; the
+// same handler runs those passes (events of type rollups.pending, from collect's second consumer):
+// it recomputes the rollup buckets the batches touched (rollups.ts), then puts their progress,
+// which is what makes an upload `done`. When the event cannot be queued (ROLLUPS full, or not
+// provisioned yet), the pass runs at once, inline, as before the queue existed.
 // An INSERT is a single block (no parallel parsing; the Native blocks of its batches squashed into
 // one by min_insert_block_size_rows) into an unpartitioned table, so each group is stored entirely
 // or not at all: a batch id present means all its rows are (test/collect.test.ts checks one part
@@ -178,15 +183,30 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
     }
   }
 
-  return async function collect(events: CloudEventV1<unknown>[]): Promise<BatchOutcome> {
-    const poison: { index: number; reason: string }[] = [];
-    const batches: Batch[] = [];
-    events.forEach((e, i) => {
-      const b = toBatch(e, i);
-      if (typeof b === 'string') poison.push({ index: i, reason: b });
-      else batches.push(b);
-    });
-    if (batches.length === 0) return { poison };
+  /**
+   * A rollup pass: recomputes every bucket the batches touched (also for batches stored before: a
+   * crash between their insert and their pass is repaired by the redelivery; recomputing is
+   * idempotent), then records their progress for the upload status.
+   */
+  async function runPass(batches: StoredBatch[]): Promise<void> {
+    const rows = new Map(batches.map((b) => [b.id, b.rows]));
+    await recomputeRollups(ch, [...rows.keys()]);
+    // Idempotent puts: safe to repeat on redelivery.
+    const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
+    await Promise.all([...rows].map(([id, n]) => kv.put(id, String(n))));
+  }
+
+  /** Queues the pass of stored batches; runs it inline when the event cannot be queued. */
+  async function passFor(batches: StoredBatch[]): Promise<void> {
+    try {
+      await queuePass((await getNats()).jetstream(), batches, pendingEventId(batches, dedupToken));
+    } catch {
+      await runPass(batches);
+    }
+  }
+
+  /** Inserts the batches not stored yet, then queues the pass of every one stored. */
+  async function store(batches: Batch[], poison: { index: number; reason: string }[]): Promise<void> {
     const already = await storedIds(batches.map((b) => b.id));
     let todo = batches.filter((b) => !already.has(b.id));
     while (todo.length > 0) {
@@ -207,13 +227,24 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
       todo = claim.busy.filter((b) => !now.has(b.id));
     }
     const refused = new Set(poison.map((p) => p.index));
-    const done = batches.filter((b) => !refused.has(b.index));
-    // Rollups of every stored batch, including ones found already stored: a crash between their
-    // insert and this recompute is repaired by the redelivery (recomputing is idempotent).
-    await recomputeRollups(ch, done.map((b) => b.id));
-    // Progress for the upload status (idempotent puts: safe to repeat on redelivery).
-    const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
-    await Promise.all(done.map((b) => kv.put(b.id, String(b.rows))));
+    // Every stored batch, including ones found already stored (their pass may not have run).
+    const done = batches.filter((b) => !refused.has(b.index)).map((b) => ({ id: b.id, rows: b.rows }));
+    if (done.length > 0) await passFor(done);
+  }
+
+  return async function collect(events: CloudEventV1<unknown>[]): Promise<BatchOutcome> {
+    const poison: { index: number; reason: string }[] = [];
+    const batches: Batch[] = [];
+    const passes: StoredBatch[] = [];
+    events.forEach((e, i) => {
+      const pending = e.type === EVENT_TYPES.rollups ? pendingBatches(e) : undefined;
+      const b = pending ?? toBatch(e, i);
+      if (typeof b === 'string') poison.push({ index: i, reason: b });
+      else if (Array.isArray(b)) passes.push(...b);
+      else batches.push(b);
+    });
+    if (batches.length > 0) await store(batches, poison);
+    if (passes.length > 0) await runPass(passes);
     return { poison };
   };
 }

@@ -1,6 +1,9 @@
-// Pull-worker entry (bundled to dist/collect-worker.js): hands collect up to COLLECT_MAX_ROWS rows
-// of batches at once (at most COLLECT_MAX_MESSAGES, or whatever arrived within
-// COLLECT_MAX_WAIT_MS), holding at most COLLECT_MAX_BYTES of them per loop.
+// Pull-worker entry (bundled to dist/collect-worker.js), two consumers:
+// - TELEMETRY/collect: hands collect up to COLLECT_MAX_ROWS rows of batches at once (at most
+//   COLLECT_MAX_MESSAGES, or whatever arrived within COLLECT_MAX_WAIT_MS), holding at most
+//   COLLECT_MAX_BYTES of them per loop;
+// - ROLLUPS/rollups: hands it the pending rollup passes, many at once (pending.ts), one loop.
+import type { JsMsg } from 'nats';
 import { parseEnv } from '../../shared/config.ts';
 import { clickhouseClient, clickhouseReadiness } from '../../shared/clickhouse.ts';
 import { CONSUMERS, STREAMS } from '../../shared/names.ts';
@@ -14,20 +17,38 @@ const ch = clickhouseClient(cfg);
 await runWorkerProcess(
   'collect',
   () => connectNats('collect-worker'),
-  (nc) => ({
-    stream: STREAMS.telemetry,
-    consumer: CONSUMERS.collect,
-    cfg,
-    maxMessages: cfg.COLLECT_MAX_MESSAGES,
-    maxBytes: cfg.COLLECT_MAX_BYTES,
-    // A handled batch is about one INSERT: it ends at COLLECT_MAX_ROWS rows (ce-rows of each event).
-    batchWeight: { of: (m) => Number(m.headers?.get('ce-rows')) || 0, max: cfg.COLLECT_MAX_ROWS },
-    maxWaitMs: cfg.COLLECT_MAX_WAIT_MS,
-    // Batch bodies go to ClickHouse as they are: no text decode, no copy.
-    rawData: true,
-    concurrency: cfg.COLLECT_CONCURRENCY,
-    handle: createCollectHandler(cfg, ch, async () => nc),
-    ready: () => clickhouseReadiness(ch),
-  }),
+  (nc) => {
+    const handle = createCollectHandler(cfg, ch, async () => nc);
+    // Events carry their rows in the ce-rows header: a batch's, or the batches' of a pending pass.
+    const rowsOf = (m: JsMsg) => Number(m.headers?.get('ce-rows')) || 0;
+    return [
+      {
+        stream: STREAMS.telemetry,
+        consumer: CONSUMERS.collect,
+        cfg,
+        maxMessages: cfg.COLLECT_MAX_MESSAGES,
+        maxBytes: cfg.COLLECT_MAX_BYTES,
+        // A handled batch is about one INSERT: it ends at COLLECT_MAX_ROWS rows.
+        batchWeight: { of: rowsOf, max: cfg.COLLECT_MAX_ROWS },
+        maxWaitMs: cfg.COLLECT_MAX_WAIT_MS,
+        // Batch bodies go to ClickHouse as they are: no text decode, no copy.
+        rawData: true,
+        concurrency: cfg.COLLECT_CONCURRENCY,
+        handle,
+        ready: () => clickhouseReadiness(ch),
+      },
+      {
+        stream: STREAMS.rollups,
+        consumer: CONSUMERS.rollups,
+        cfg,
+        maxMessages: cfg.COLLECT_ROLLUP_MAX_EVENTS,
+        batchWeight: { of: rowsOf, max: cfg.COLLECT_ROLLUP_MAX_ROWS },
+        maxWaitMs: cfg.COLLECT_ROLLUP_MAX_WAIT_MS,
+        rawData: true,
+        concurrency: 1,
+        handle,
+      },
+    ];
+  },
   () => ch.close(),
 );
