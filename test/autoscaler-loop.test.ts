@@ -112,10 +112,14 @@ describe('autoscaler loop', () => {
       if (String(e).includes('ENOENT')) return;
       throw e;
     }
+    const want: Record<string, string[]> = {
+      ingest: [`${STREAMS.uploads}/${CONSUMERS.ingest}`],
+      collect: [`${STREAMS.telemetry}/${CONSUMERS.collect}`, `${STREAMS.rollups}/${CONSUMERS.rollups}`],
+    };
     for (const c of configs) {
-      expect(['ingest', 'collect']).toContain(c.target);
-      expect(c.trigger.consumer).toBe(CONSUMERS[c.target as keyof typeof CONSUMERS]);
-      expect(c.trigger.stream).toBe(c.target === 'ingest' ? STREAMS.uploads : STREAMS.telemetry);
+      expect(Object.keys(want)).toContain(c.target);
+      // Names from shared/names.ts; that every one has its trigger is test/manifests.test.ts's check.
+      for (const t of c.triggers) expect(want[c.target]).toContain(`${t.stream}/${t.consumer}`);
     }
   });
 
@@ -160,7 +164,7 @@ describe('autoscaler loop', () => {
         if (msgs.length === N) break;
       }
       expect(msgs).toHaveLength(N);
-      const held = await readConsumerLag(autoscaler.configs[0]!.trigger);
+      const held = await readConsumerLag(autoscaler.configs[0]!.triggers[0]!);
       expect(held).toEqual({ lag: N, numPending: 0, numAckPending: N });
       await new Promise((r) => setTimeout(r, 500));
       expect(pool.n).toBe(12);
@@ -179,7 +183,7 @@ describe('autoscaler loop', () => {
       const read = () => JSON.parse(readFileSync(statusFile, 'utf8')) as StatusSnapshot;
       await waitFor(async () => read().scaledObjects[0]!.replicas === 0, 'status file at 0 replicas', 5000, 50);
       const snap = read();
-      expect(snap.scaledObjects[0]).toMatchObject({ target: 'work', replicas: 0, lag: 0, active: false, lagThreshold: 10 });
+      expect(snap.scaledObjects[0]).toMatchObject({ target: 'work', replicas: 0, lag: 0, active: false, triggers: [{ stream: STREAM, consumer: CONSUMER, lagThreshold: 10, lag: 0 }] });
       expect(snap.scaledObjects[0]!.lastScale).toMatchObject({ from: 1, to: 0, kind: 'deactivate' });
       expect(formatStatus(autoscaler.status())).toMatch(/^work\s+0\s+0\.\.20\s+0\s+10\s+no\s/m);
     } finally {

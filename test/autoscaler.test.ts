@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decide, initialState, type Observation, type ScalerState } from './local/autoscaler/decide.ts';
+import { decide, initialState, type Decision, type Observation, type ScalerState } from './local/autoscaler/decide.ts';
 import { lagFromJsz, jszUrl } from './local/autoscaler/jsz.ts';
 import { defaultBehavior, parseScaledObject, scaledObjectDocuments, type ScaledObjectConfig } from './local/autoscaler/scaledobject.ts';
 import { formatDecision, formatStatus } from './local/autoscaler/status.ts';
@@ -36,8 +36,9 @@ class Sim {
   ) {
     this.state = initialState(t0);
   }
-  at(seconds: number, obs: Observation | number) {
-    const o = typeof obs === 'number' ? { lag: obs } : obs;
+  /** One observation (or lag) per trigger, in the ScaledObject's order. */
+  at(seconds: number, ...obs: (Observation | number)[]) {
+    const o = obs.map((x) => (typeof x === 'number' ? { lag: x } : x));
     const { decision, state } = decide(this.cfg, this.state, this.replicas, o, this.t0 + seconds * 1000);
     this.state = state;
     this.replicas = decision.to;
@@ -56,7 +57,7 @@ describe('ScaledObject parsing', () => {
       initialCooldownPeriod: 0,
       minReplicaCount: 0,
       maxReplicaCount: 100,
-      trigger: { lagThreshold: 10, activationLagThreshold: 0, metricType: 'AverageValue', useHttps: false, monitoringEndpoint: 'nats.nats.svc:8222' },
+      triggers: [{ lagThreshold: 10, activationLagThreshold: 0, metricType: 'AverageValue', useHttps: false, monitoringEndpoint: 'nats.nats.svc:8222' }],
     });
     expect(c.behavior).toEqual(defaultBehavior());
     expect(c.behavior.scaleUp).toMatchObject({ stabilizationWindowSeconds: 0, selectPolicy: 'Max' });
@@ -71,7 +72,7 @@ describe('ScaledObject parsing', () => {
     const c = parseScaledObject(doc, { monitorEndpoint: '127.0.0.1:9999', cooldownPeriod: 2, pollingInterval: 0.5 });
     expect(c.behavior.scaleUp).toEqual({ stabilizationWindowSeconds: 0, selectPolicy: 'Max', policies: [{ type: 'Pods', value: 10, periodSeconds: 5 }], tolerance: 0.1 });
     expect(c.behavior.scaleDown).toEqual(defaultBehavior().scaleDown);
-    expect(c.trigger.monitoringEndpoint).toBe('127.0.0.1:9999');
+    expect(c.triggers[0]!.monitoringEndpoint).toBe('127.0.0.1:9999');
     expect(c.cooldownPeriod).toBe(2);
     expect(c.pollingInterval).toBe(0.5);
   });
@@ -82,7 +83,10 @@ describe('ScaledObject parsing', () => {
     expect(() => cfgOf({}, { lagThreshold: '0' })).toThrow(/lagThreshold must be ≥ 1/);
     expect(() => cfgOf({ minReplicaCount: 5, maxReplicaCount: 2 })).toThrow(/minReplicaCount 5 > maxReplicaCount 2/);
     expect(() => cfgOf({}, { consumer: undefined })).toThrow(/consumer/);
-    expect(() => parseScaledObject({ ...so(), spec: { ...so().spec, triggers: [{ type: 'cpu', metadata: {} }] } })).toThrow(/exactly one nats-jetstream trigger/);
+    // KEDA would count a cpu trigger too: the local autoscaler refuses it rather than ignore it.
+    const cpu = { type: 'cpu', metadata: { value: '50' } };
+    expect(() => parseScaledObject({ ...so(), spec: { ...so().spec, triggers: [cpu] } })).toThrow(/only nats-jetstream triggers, found cpu/);
+    expect(() => parseScaledObject({ ...so(), spec: { ...so().spec, triggers: [...so().spec.triggers, cpu] } })).toThrow(/found cpu/);
   });
 
   it('selects only ScaledObjects from multi-document YAML', () => {
@@ -92,7 +96,7 @@ describe('ScaledObject parsing', () => {
     ].join('\n---\n');
     const docs = scaledObjectDocuments(text);
     expect(docs).toHaveLength(1);
-    expect(parseScaledObject(docs[0]).trigger).toMatchObject({ stream: 'CSV_UPLOADS', lagThreshold: 2 });
+    expect(parseScaledObject(docs[0]).triggers).toMatchObject([{ stream: 'CSV_UPLOADS', lagThreshold: 2 }]);
   });
 });
 
@@ -235,7 +239,7 @@ describe('errors and fallback', () => {
     expect(fb.reason).toMatch(/^fallback: 4 failures > failureThreshold 3, metric = 10×6; hpa: ceil\(60\/10\)=6/);
     // A success resets the failure count.
     sim.at(5, 60);
-    expect(sim.state.failures).toBe(0);
+    expect(sim.state.failures).toEqual([0]);
     // At 0 replicas the HPA is off: no fallback.
     const zero = new Sim(c, 0);
     for (let i = 1; i <= 6; i++) expect(zero.at(i, err).to).toBe(0);
@@ -245,6 +249,83 @@ describe('errors and fallback', () => {
     const c = cfgOf({ fallback: { failureThreshold: 0, replicas: 3, behavior: 'currentReplicasIfHigher' } });
     expect(new Sim(c, 8).at(0, err)).toMatchObject({ to: 8, kind: 'fallback' });
     expect(new Sim(c, 1).at(0, err)).toMatchObject({ to: 3, kind: 'fallback' });
+  });
+});
+
+describe('several triggers (collect: TELEMETRY batches and ROLLUPS passes)', () => {
+  const err: Observation = { error: 'consumer "rollups" not found in stream "ROLLUPS"' };
+  // Shaped like keda/collect/scaledobject.yaml.
+  const two = (spec: Record<string, unknown> = {}) => {
+    const doc = so(spec, { lagThreshold: '1000' });
+    const rollups = {
+      type: 'nats-jetstream',
+      name: 'collect-rollups-lag',
+      metadata: { natsServerMonitoringEndpoint: 'nats.nats.svc:8222', account: '$G', stream: 'ROLLUPS', consumer: 'rollups', lagThreshold: '100' },
+    };
+    return parseScaledObject({ ...doc, spec: { ...doc.spec, triggers: [{ ...doc.spec.triggers[0], name: 'collect-lag' }, rollups] } });
+  };
+
+  it('parses every trigger in order and rejects repeated trigger names, as KEDA does', () => {
+    expect(two().triggers).toMatchObject([
+      { name: 'collect-lag', stream: 'TELEMETRY', consumer: 'collect', lagThreshold: 1000 },
+      { name: 'collect-rollups-lag', stream: 'ROLLUPS', consumer: 'rollups', lagThreshold: 100 },
+    ]);
+    const doc = so();
+    const t = { ...doc.spec.triggers[0], name: 'lag' };
+    expect(() => parseScaledObject({ ...doc, spec: { ...doc.spec, triggers: [t, t] } })).toThrow(/trigger name lag is used twice/);
+  });
+
+  it('is active when any trigger is: lag on the second alone wakes it from zero', () => {
+    const sim = new Sim(two(), 0);
+    const idle = sim.at(0, 0, 0);
+    expect(idle).toMatchObject({ to: 0, kind: 'idle', active: false, lag: 0, lags: [0, 0] });
+    expect(idle.reason).toBe('keda: not active (TELEMETRY/collect: lag 0 ≤ activationLagThreshold 0, ROLLUPS/rollups: lag 0 ≤ activationLagThreshold 0)');
+    const d = sim.at(10, 0, 3);
+    expect(d).toMatchObject({ to: 1, by: 'keda', kind: 'activate', active: true, lag: 3, lags: [0, 3] });
+    expect(d.reason).toBe('keda: active (ROLLUPS/rollups: lag 3 > activationLagThreshold 0) → max(minReplicaCount,1)=1');
+  });
+
+  it('the HPA takes the highest of the per-trigger counts, each with its own threshold and tolerance', () => {
+    const d = new Sim(two(), 2).at(0, 2500, 350);
+    expect(d).toMatchObject({ to: 4, by: 'hpa', kind: 'hpa' });
+    expect(d.reason).toBe('hpa: max(TELEMETRY/collect: ceil(2500/1000)=3, ROLLUPS/rollups: ceil(350/100)=4)=4');
+    expect(new Sim(two(), 2).at(0, 5500, 50).to).toBe(6);
+    // 4200/(1000×4) = 1.05 is within tolerance (keep 4), which beats ceil(100/100) = 1.
+    expect(new Sim(two(), 4).at(0, 4200, 100)).toMatchObject({ to: 4, reason: expect.stringMatching(/^hpa: max\(.*within tolerance, keep 4, .*=1\)=4$/) });
+    // Lag only on the second trigger keeps the pods the first would release.
+    const down = new Sim(two({ advanced: { horizontalPodAutoscalerConfig: { behavior: { scaleDown: { stabilizationWindowSeconds: 0 } } } } }), 5);
+    expect(down.at(0, 0, 300).to).toBe(3);
+  });
+
+  it('an unreadable trigger falls back as a single one would; the readable one still counts', () => {
+    const sim = new Sim(two({ fallback: { failureThreshold: 3, replicas: 6 } }), 2);
+    // Before fallback: no scale-down while a metric is invalid, but scale-up on the readable one.
+    for (let i = 1; i <= 3; i++) {
+      const d = sim.at(i, 0, err);
+      expect(d).toMatchObject({ to: 2, kind: 'error', lag: 0, lags: [0, null] });
+      expect(d.reason).toMatch(`ROLLUPS/rollups: consumer "rollups" not found in stream "ROLLUPS" (failure ${i}, fallback after 3); keeping 2 (no scale-down`);
+    }
+    expect(sim.state.failures).toEqual([0, 3]);
+    const fb = sim.at(4, 0, err);
+    expect(fb).toMatchObject({ to: 6, kind: 'fallback', by: 'hpa', error: 'ROLLUPS/rollups: consumer "rollups" not found in stream "ROLLUPS"' });
+    expect(fb.reason).toMatch(
+      /^fallback: ROLLUPS\/rollups: 4 failures > failureThreshold 3, metric = 100×6; hpa: max\(TELEMETRY\/collect: ceil\(0\/1000\)=0, ROLLUPS\/rollups: ceil\(600\/100\)=6\)=6$/,
+    );
+    // The readable trigger asking for more wins over the fallback count.
+    expect(sim.at(20, 9000, err)).toMatchObject({ to: 9, kind: 'fallback' });
+    sim.at(21, 9000, 0);
+    expect(sim.state.failures).toEqual([0, 0]);
+
+    const up = new Sim(two({ fallback: { failureThreshold: 3, replicas: 6 } }), 2);
+    expect(up.at(0, 5000, err)).toMatchObject({ to: 5, kind: 'hpa', error: expect.stringContaining('ROLLUPS/rollups: consumer') });
+  });
+
+  it('an unreadable trigger never counts as idle: no scale to zero without fallback, no wake-up on it alone', () => {
+    const sim = new Sim(two({ cooldownPeriod: 10 }), 0);
+    expect(sim.at(0, 0, err)).toMatchObject({ to: 0, kind: 'error', active: false });
+    expect(sim.at(1, 3, err)).toMatchObject({ to: 1, kind: 'activate' });
+    for (const t of [20, 40, 400]) expect(sim.at(t, 0, err)).toMatchObject({ to: 1, kind: 'error' });
+    expect(sim.at(401, 0, 0)).toMatchObject({ to: 0, kind: 'deactivate' });
   });
 });
 
@@ -269,8 +350,9 @@ describe('jsz lag and formatting', () => {
   });
 
   it('prints one line per decision and a status table', () => {
-    const line = formatDecision('collect', { from: 1, to: 3, lag: 1234, active: true, by: 'hpa', kind: 'hpa', reason: 'hpa: ceil(1234/500)=3' });
-    expect(line).toBe('[autoscale] collect lag=1234 replicas 1→3 (hpa: ceil(1234/500)=3)');
+    const d: Decision = { from: 1, to: 3, lag: 1234, lags: [1234], active: true, by: 'hpa', kind: 'hpa', reason: 'hpa: ceil(1234/500)=3' };
+    expect(formatDecision('collect', d)).toBe('[autoscale] collect lag=1234 replicas 1→3 (hpa: ceil(1234/500)=3)');
+    expect(formatDecision('collect', { ...d, lag: 1234, lags: [1234, null] })).toMatch(/^\[autoscale\] collect lag=1234,\? replicas 1→3/);
     const now = Date.parse('2025-01-01T00:01:00Z');
     const table = formatStatus(
       {
@@ -279,10 +361,17 @@ describe('jsz lag and formatting', () => {
         updatedAt: '2025-01-01T00:00:59.000Z',
         scaledObjects: [
           {
-            scaledObject: 'collect', target: 'collect', stream: 'TELEMETRY', consumer: 'collect', lagThreshold: 500, activationLagThreshold: 0,
-            minReplicaCount: 0, maxReplicaCount: 10, pollingInterval: 5, cooldownPeriod: 60, replicas: 3, lag: 1234, active: true, failures: 0,
-            lastDecision: { from: 1, to: 3, lag: 1234, active: true, by: 'hpa', kind: 'hpa', reason: 'hpa: ceil(1234/500)=3', at: '2025-01-01T00:00:30.000Z' },
-            lastScale: { from: 1, to: 3, lag: 1234, active: true, by: 'hpa', kind: 'hpa', reason: 'hpa: ceil(1234/500)=3', at: '2025-01-01T00:00:30.000Z' },
+            scaledObject: 'collect', target: 'collect', minReplicaCount: 0, maxReplicaCount: 10, pollingInterval: 5, cooldownPeriod: 60, replicas: 3, lag: 1234, active: true, failures: 0,
+            triggers: [{ stream: 'TELEMETRY', consumer: 'collect', lagThreshold: 500, activationLagThreshold: 0, lag: 1234, failures: 0 }],
+            lastDecision: { ...d, at: '2025-01-01T00:00:30.000Z' },
+            lastScale: { ...d, at: '2025-01-01T00:00:30.000Z' },
+          },
+          {
+            scaledObject: 'two', target: 'two', minReplicaCount: 0, maxReplicaCount: 10, pollingInterval: 5, cooldownPeriod: 60, replicas: 0, lag: 7, active: true, failures: 0,
+            triggers: [
+              { stream: 'TELEMETRY', consumer: 'collect', lagThreshold: 1000, activationLagThreshold: 0, lag: 0, failures: 0 },
+              { stream: 'ROLLUPS', consumer: 'rollups', lagThreshold: 100, activationLagThreshold: 0, lag: 7, failures: 0 },
+            ],
           },
         ],
       },
@@ -292,5 +381,6 @@ describe('jsz lag and formatting', () => {
     expect(lines[0]).toMatch(/autoscaler pid 42/);
     expect(lines[1]).toMatch(/^FUNCTION\s+REPLICAS\s+MIN\.\.MAX\s+LAG/);
     expect(lines[2]).toMatch(/^collect\s+3\s+0\.\.10\s+1234\s+500\s+yes\s+30s ago\s+hpa: ceil\(1234\/500\)=3$/);
+    expect(lines[3]).toMatch(/^two\s+0\s+0\.\.10\s+0,7\s+1000,100\s+yes\s+-\s+-$/);
   });
 });

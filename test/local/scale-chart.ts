@@ -10,7 +10,9 @@ export interface TimelineRow {
   sent_rows_per_s: number;
   stored_rows_per_s: number;
   lag_ingest: number;
+  /** TELEMETRY (batches); collect's other consumer is lag_rollups. */
   lag_collect: number;
+  lag_rollups: number;
   replicas_ingest: number;
   replicas_collect: number;
   decisions: string;
@@ -21,7 +23,7 @@ export async function timelineSvg(rows: TimelineRow[], title: string, subtitle: 
     values: rows.flatMap((r) => Object.entries(fields).map(([series, k]) => ({ t: r.t, series, value: r[k] as number }))),
     series: Object.keys(fields),
   });
-  // The first series of every panel is blue, the second orange (ingest, then collect).
+  // The first series of every panel is blue, the second orange (ingest, then collect), a third green.
   const panel = ({ values: data, series }: { values: object[]; series: string[] }, y: string, heading: string, height = 140) => ({
     title: { text: heading, anchor: 'start', fontSize: 12 },
     height,
@@ -31,7 +33,7 @@ export async function timelineSvg(rows: TimelineRow[], title: string, subtitle: 
     encoding: {
       x: { field: 't', type: 'quantitative', title: 'seconds since start' },
       y: { field: 'value', type: 'quantitative', title: y },
-      color: { field: 'series', type: 'nominal', title: null, scale: { domain: series, range: ['#4c78a8', '#f58518'] } },
+      color: { field: 'series', type: 'nominal', title: null, scale: { domain: series, range: ['#4c78a8', '#f58518', '#54a24b'] } },
     },
   });
   const decisions = rows.flatMap((r) => (r.decisions ? r.decisions.split('; ').map((d) => ({ t: r.t, decision: d })) : []));
@@ -40,7 +42,11 @@ export async function timelineSvg(rows: TimelineRow[], title: string, subtitle: 
     title: { text: title, subtitle },
     vconcat: [
       panel(long({ 'sent (replay)': 'sent_rows_per_s', 'stored (ClickHouse)': 'stored_rows_per_s' }), 'rows per second', 'Load: rows per second'),
-      panel(long({ 'CSV_UPLOADS → ingest': 'lag_ingest', 'TELEMETRY → collect': 'lag_collect' }), 'messages', 'Consumer lag (what KEDA scales on)'),
+      panel(
+        long({ 'CSV_UPLOADS → ingest': 'lag_ingest', 'TELEMETRY → collect': 'lag_collect', 'ROLLUPS → collect': 'lag_rollups' }),
+        'messages',
+        'Consumer lag (what KEDA scales on)',
+      ),
       {
         layer: [
           replicas,

@@ -15,6 +15,7 @@ import { startAutoscaler, type AutoscaleDecision } from './autoscaler/index.ts';
 import { ProcessPool } from './autoscaler/process-pool.ts';
 import { loadScaledObjects } from './autoscaler/scaledobject.ts';
 import { readConsumerLag } from './autoscaler/jsz.ts';
+import { STREAMS } from '../../shared/names.ts';
 import { replay } from './replay.ts';
 import { timelineSvg, type TimelineRow } from './scale-chart.ts';
 import { functionCommand, repoRoot, startStack } from './stack.ts';
@@ -31,8 +32,11 @@ const { values } = parseArgs({
 
 const TARGETS = ['ingest', 'collect'] as const;
 const FIXTURE = join(repoRoot, 'test/fixtures/dcgm_metrics_20250718_134233.csv');
-/** Demo settings over the ScaledObjects: fast polls and cooldowns, thresholds a laptop reaches. */
-const DEMO = { pollingInterval: 1, cooldownPeriod: 15, lagThreshold: { ingest: 4, collect: 4 }, scaleDownWindowS: 10 };
+/**
+ * Demo settings over the ScaledObjects: fast polls and cooldowns, thresholds a laptop reaches.
+ * lagThreshold is per stream; collect's ROLLUPS trigger keeps the manifest's (few, small events).
+ */
+const DEMO = { pollingInterval: 1, cooldownPeriod: 15, lagThreshold: { [STREAMS.uploads]: 4, [STREAMS.telemetry]: 4 } as Record<string, number>, scaleDownWindowS: 10 };
 
 async function main() {
   const peak = Number(values.peak);
@@ -59,7 +63,7 @@ async function main() {
     pollingInterval: DEMO.pollingInterval,
     cooldownPeriod: DEMO.cooldownPeriod,
     behavior: { scaleDown: { stabilizationWindowSeconds: DEMO.scaleDownWindowS, policies: [{ type: 'Percent', value: 100, periodSeconds: 5 }] } },
-  }).map((c) => ({ ...c, trigger: { ...c.trigger, lagThreshold: DEMO.lagThreshold[c.target as (typeof TARGETS)[number]] } }));
+  }).map((c) => ({ ...c, triggers: c.triggers.map((t) => ({ ...t, lagThreshold: DEMO.lagThreshold[t.stream] ?? t.lagThreshold })) }));
   const autoscaler = startAutoscaler({
     scaledObjects: configs,
     env: stack.env,
@@ -81,17 +85,19 @@ async function main() {
   let seenDecisions = 0;
   const countRows = async () => Number(((await (await ch.query({ query: 'SELECT count() AS n FROM samples', format: 'JSONEachRow' })).json()) as { n: string }[])[0].n);
   const sample = async () => {
-    const lags = await Promise.all(configs.map((c) => readConsumerLag(c.trigger).then((l) => l.lag, () => NaN)));
+    const triggers = configs.flatMap((c) => c.triggers);
+    const lags = await Promise.all(triggers.map((t) => readConsumerLag(t).then((l) => l.lag, () => NaN)));
     const stored = await countRows().catch(() => storedBefore);
-    const lagOf = (t: string) => lags[configs.findIndex((c) => c.target === t)] ?? NaN;
+    const lagOf = (stream: string) => lags[triggers.findIndex((t) => t.stream === stream)] ?? NaN;
     const fresh = decisions.slice(seenDecisions).filter((d) => d.to !== d.from);
     seenDecisions = decisions.length;
     const row: TimelineRow = {
       t: Math.round(elapsed() * 10) / 10,
       sent_rows_per_s: sentInSecond,
       stored_rows_per_s: stored - storedBefore,
-      lag_ingest: lagOf('ingest'),
-      lag_collect: lagOf('collect'),
+      lag_ingest: lagOf(STREAMS.uploads),
+      lag_collect: lagOf(STREAMS.telemetry),
+      lag_rollups: lagOf(STREAMS.rollups),
       replicas_ingest: autoscaler.pools.ingest!.replicas(),
       replicas_collect: autoscaler.pools.collect!.replicas(),
       decisions: fresh.map((d) => `${d.target} ${d.from}→${d.to} (${d.kind}, lag ${d.lag})`).join('; '),
@@ -99,7 +105,7 @@ async function main() {
     sentInSecond = 0;
     storedBefore = stored;
     timeline.push(row);
-    console.log(`${String(row.t).padStart(4)} s  sent ${String(row.sent_rows_per_s).padStart(6)}/s  stored ${String(row.stored_rows_per_s).padStart(6)}/s  lag ingest ${row.lag_ingest} collect ${row.lag_collect}  replicas ingest ${row.replicas_ingest} collect ${row.replicas_collect}${row.decisions ? '  ' + row.decisions : ''}`);
+    console.log(`${String(row.t).padStart(4)} s  sent ${String(row.sent_rows_per_s).padStart(6)}/s  stored ${String(row.stored_rows_per_s).padStart(6)}/s  lag ingest ${row.lag_ingest} collect ${row.lag_collect} rollups ${row.lag_rollups}  replicas ingest ${row.replicas_ingest} collect ${row.replicas_collect}${row.decisions ? '  ' + row.decisions : ''}`);
   };
   let sampling = Promise.resolve();
   const timer = setInterval(() => (sampling = sampling.then(sample)), 1000);
@@ -117,7 +123,7 @@ async function main() {
     const deadline = Date.now() + 300_000;
     while (Date.now() < deadline) {
       const last = timeline.at(-1);
-      if (last && last.replicas_ingest === 0 && last.replicas_collect === 0 && last.lag_ingest === 0 && last.lag_collect === 0 && (await countRows()) >= result.rows) break;
+      if (last && last.replicas_ingest === 0 && last.replicas_collect === 0 && last.lag_ingest === 0 && last.lag_collect === 0 && last.lag_rollups === 0 && (await countRows()) >= result.rows) break;
       await new Promise((r) => setTimeout(r, 1000));
     }
     await new Promise((r) => setTimeout(r, 2000));

@@ -1,14 +1,14 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { decide, initialState, type Decision, type Observation, type ScalerState } from './decide.ts';
+import { decide, initialState, triggerLabel, type Decision, type Observation, type ScalerState } from './decide.ts';
 import { readConsumerLag, type ConsumerLag } from './jsz.ts';
 import { ProcessPool, repoRoot, type WorkerPool } from './process-pool.ts';
-import { loadScaledObjects, parseScaledObject, type ScaledObjectConfig, type ScaledObjectOverrides } from './scaledobject.ts';
+import { loadScaledObjects, parseScaledObject, type NatsJetStreamTrigger, type ScaledObjectConfig, type ScaledObjectOverrides } from './scaledobject.ts';
 import { formatDecision, writeStatusFile, type ScaledObjectStatus, type StatusSnapshot } from './status.ts';
 
 // The local autoscaler: follows the same ScaledObjects as KEDA. Every pollingInterval per
-// ScaledObject it reads the consumer lag from /jsz, decides (decide.ts) and applies the count to a
-// WorkerPool (local worker processes by default).
+// ScaledObject it reads the consumer lag of each trigger from /jsz, decides (decide.ts) and
+// applies the count to a WorkerPool (local worker processes by default).
 
 export type { WorkerPool } from './process-pool.ts';
 export { formatStatus, readStatusFile } from './status.ts';
@@ -43,8 +43,8 @@ export interface AutoscalerOptions {
   /** Which decisions are printed: changes of count or kind (default), all, or none. */
   print?: 'changes' | 'all' | 'none';
   log?: (line: string) => void;
-  /** Injected for tests. */
-  readLag?: (cfg: ScaledObjectConfig) => Promise<ConsumerLag>;
+  /** Injected for tests: one trigger's lag. */
+  readLag?: (trigger: NatsJetStreamTrigger, cfg: ScaledObjectConfig) => Promise<ConsumerLag>;
   now?: () => number;
 }
 
@@ -59,7 +59,7 @@ export interface Autoscaler {
 }
 
 function isConfig(x: unknown): x is ScaledObjectConfig {
-  return typeof x === 'object' && x !== null && 'trigger' in x && 'target' in x && !('spec' in x);
+  return typeof x === 'object' && x !== null && 'triggers' in x && 'target' in x && !('spec' in x);
 }
 
 export function resolveConfigs(opts: Pick<AutoscalerOptions, 'kedaDir' | 'scaledObjects' | 'monitorEndpoint' | 'overrides' | 'targets'>): ScaledObjectConfig[] {
@@ -82,7 +82,7 @@ export function startAutoscaler(opts: AutoscalerOptions = {}): Autoscaler {
   const now = opts.now ?? Date.now;
   const log = opts.log ?? console.log;
   const print = opts.print ?? 'changes';
-  const readLag = opts.readLag ?? ((c: ScaledObjectConfig) => readConsumerLag(c.trigger));
+  const readLag = opts.readLag ?? ((t: NatsJetStreamTrigger) => readConsumerLag(t));
   const startedAt = new Date(now()).toISOString();
 
   const pools: Record<string, WorkerPool> = {};
@@ -104,10 +104,15 @@ export function startAutoscaler(opts: AutoscalerOptions = {}): Autoscaler {
       {
         scaledObject: c.name,
         target: c.target,
-        stream: c.trigger.stream,
-        consumer: c.trigger.consumer,
-        lagThreshold: c.trigger.lagThreshold,
-        activationLagThreshold: c.trigger.activationLagThreshold,
+        triggers: c.triggers.map((t) => ({
+          name: t.name,
+          stream: t.stream,
+          consumer: t.consumer,
+          lagThreshold: t.lagThreshold,
+          activationLagThreshold: t.activationLagThreshold,
+          lag: null,
+          failures: 0,
+        })),
         minReplicaCount: c.minReplicaCount,
         maxReplicaCount: c.maxReplicaCount,
         pollingInterval: c.pollingInterval,
@@ -138,14 +143,9 @@ export function startAutoscaler(opts: AutoscalerOptions = {}): Autoscaler {
 
   async function poll(c: ScaledObjectConfig): Promise<AutoscaleDecision> {
     const pool = pools[c.target]!;
-    let obs: Observation;
-    let reading: ConsumerLag | undefined;
-    try {
-      reading = await readLag(c);
-      obs = { lag: reading.lag };
-    } catch (e) {
-      obs = { error: (e as Error).message };
-    }
+    // Each trigger is read on its own (KEDA: one scaler per trigger); a failure is that trigger's.
+    const readings = await Promise.allSettled(c.triggers.map((t) => readLag(t, c)));
+    const obs: Observation[] = readings.map((r) => (r.status === 'fulfilled' ? { lag: r.value.lag } : { error: (r.reason as Error).message }));
     const t = now();
     const { decision, state } = decide(c, states.get(c.name)!, pool.replicas(), obs, t);
     states.set(c.name, state);
@@ -156,13 +156,22 @@ export function startAutoscaler(opts: AutoscalerOptions = {}): Autoscaler {
     lastPrinted.set(c.name, key);
 
     const st = statuses.get(c.name)!;
+    st.triggers.forEach((ts, i) => {
+      const r = readings[i]!;
+      const value = r.status === 'fulfilled' ? r.value : undefined;
+      Object.assign(ts, {
+        lag: value?.lag ?? null,
+        numPending: value?.numPending,
+        numAckPending: value?.numAckPending,
+        error: r.status === 'rejected' ? (r.reason as Error).message : undefined,
+        failures: state.failures[i],
+      });
+    });
     Object.assign(st, {
       lag: d.lag,
-      numPending: reading?.numPending,
-      numAckPending: reading?.numAckPending,
       active: d.active,
       error: d.error,
-      failures: state.failures,
+      failures: Math.max(...state.failures),
       lastActiveTime: state.lastActiveTime === undefined ? undefined : new Date(state.lastActiveTime).toISOString(),
       lastDecision: d,
       updatedAt: d.at,
@@ -202,9 +211,11 @@ export function startAutoscaler(opts: AutoscalerOptions = {}): Autoscaler {
     );
   }
   for (const c of configs) {
+    const triggers = c.triggers.map(
+      (t) => `${triggerLabel(t)} at ${t.monitoringEndpoint} (lagThreshold ${t.lagThreshold}, activation ${t.activationLagThreshold})`,
+    );
     log(
-      `[autoscale] following ScaledObject ${c.name} → ${c.target}: ${c.trigger.stream}/${c.trigger.consumer} at ${c.trigger.monitoringEndpoint}, ` +
-        `lagThreshold ${c.trigger.lagThreshold}, activation ${c.trigger.activationLagThreshold}, replicas ${c.minReplicaCount}..${c.maxReplicaCount}, ` +
+      `[autoscale] following ScaledObject ${c.name} → ${c.target}: ${triggers.join(', ')}, replicas ${c.minReplicaCount}..${c.maxReplicaCount}, ` +
         `poll ${c.pollingInterval}s, cooldown ${c.cooldownPeriod}s`,
     );
     schedule(c, 0);

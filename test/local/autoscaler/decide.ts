@@ -1,18 +1,25 @@
-import type { Behavior, ScaledObjectConfig, ScalingRules } from './scaledobject.ts';
+import type { Behavior, NatsJetStreamTrigger, ScaledObjectConfig, ScalingRules } from './scaledobject.ts';
 
 // Pure replica arithmetic: what KEDA's executor (0↔1, scale to zero, fallback) and the HPA
-// controller (1↔N) would do with one lag reading. No I/O, no clock: the caller passes `now` and
-// keeps the returned state for the next call.
+// controller (1↔N) would do with one lag reading per trigger. No I/O, no clock: the caller passes
+// `now` and keeps the returned state for the next call.
 //
-// Sources: keda pkg/scaling/executor/scale_scaledobjects.go (RequestScale), pkg/fallback;
-// k8s pkg/controller/podautoscaler horizontal.go (normalizeDesiredReplicasWithBehaviors,
+// Sources: keda pkg/scaling/scale_handler.go (getScaledObjectState: active if any trigger is),
+// pkg/scaling/executor/scale_scaledobjects.go (RequestScale), pkg/fallback (per metric);
+// k8s pkg/controller/podautoscaler horizontal.go (computeReplicasForMetrics: the highest
+// proposal of all metrics, normalizeDesiredReplicasWithBehaviors,
 // stabilizeRecommendationWithBehaviors, convertDesiredReplicasWithBehaviorRate) and
 // replica_calculator.go (GetExternalPerPodMetricReplicas / GetExternalMetricReplicas).
+
+export type TriggerConfig = Pick<NatsJetStreamTrigger, 'stream' | 'consumer' | 'lagThreshold' | 'activationLagThreshold' | 'metricType'>;
 
 export type ScalingConfig = Pick<
   ScaledObjectConfig,
   'cooldownPeriod' | 'initialCooldownPeriod' | 'minReplicaCount' | 'maxReplicaCount' | 'idleReplicaCount' | 'fallback' | 'behavior'
-> & { trigger: Pick<ScaledObjectConfig['trigger'], 'lagThreshold' | 'activationLagThreshold' | 'metricType'> };
+> & { triggers: TriggerConfig[] };
+
+/** How reasons name a trigger. */
+export const triggerLabel = (t: Pick<NatsJetStreamTrigger, 'stream' | 'consumer'>) => `${t.stream}/${t.consumer}`;
 
 interface TimedValue {
   at: number;
@@ -24,8 +31,8 @@ export interface ScalerState {
   createdAt: number;
   /** KEDA status.lastActiveTime (ms). */
   lastActiveTime?: number;
-  /** Consecutive failed metric reads (KEDA status.health numberOfFailures). */
-  failures: number;
+  /** Consecutive failed reads per trigger (KEDA status.health[metric].numberOfFailures). */
+  failures: number[];
   /** HPA's unstabilised recommendations. */
   recommendations: TimedValue[];
   /** HPA's scale events, for the policies' periods. */
@@ -34,7 +41,7 @@ export interface ScalerState {
 }
 
 export function initialState(now: number): ScalerState {
-  return { createdAt: now, failures: 0, recommendations: [], scaleUpEvents: [], scaleDownEvents: [] };
+  return { createdAt: now, failures: [], recommendations: [], scaleUpEvents: [], scaleDownEvents: [] };
 }
 
 export type Observation = { lag: number } | { error: string };
@@ -52,7 +59,10 @@ export type DecisionKind =
 export interface Decision {
   from: number;
   to: number;
+  /** Summed over the triggers that could be read; null if none could. Per trigger: `lags`. */
   lag: number | null;
+  lags: (number | null)[];
+  /** The triggers' errors, if any could not be read. */
   error?: string;
   active: boolean;
   by: 'keda' | 'hpa' | 'none';
@@ -68,35 +78,50 @@ export function decide(
   cfg: ScalingConfig,
   prev: ScalerState,
   current: number,
-  obs: Observation,
+  obs: Observation[],
   now: number,
 ): { decision: Decision; state: ScalerState } {
+  if (obs.length !== cfg.triggers.length) throw new Error(`decide: ${obs.length} observations for ${cfg.triggers.length} triggers`);
   const state: ScalerState = {
     ...prev,
     recommendations: [...prev.recommendations],
     scaleUpEvents: [...prev.scaleUpEvents],
     scaleDownEvents: [...prev.scaleDownEvents],
   };
-  const error = 'error' in obs ? obs.error : undefined;
-  const lag = 'lag' in obs ? obs.lag : null;
-  state.failures = error === undefined ? 0 : state.failures + 1;
+  // Reasons name the trigger only when there are several, so one-trigger reasons stay short.
+  const several = cfg.triggers.length > 1;
+  const named = (i: number, text: string) => (several ? `${triggerLabel(cfg.triggers[i]!)}: ${text}` : text);
+  const lags = obs.map((o) => ('lag' in o ? o.lag : null));
+  state.failures = obs.map((o, i) => ('error' in o ? (prev.failures[i] ?? 0) + 1 : 0));
+  const errors = obs.flatMap((o, i) => ('error' in o ? [named(i, o.error)] : []));
+  const error = errors.length ? errors.join('; ') : undefined;
+  const read = lags.filter((l) => l !== null);
+  const lag = read.length ? read.reduce((a, b) => a + b, 0) : null;
   const { minReplicaCount: min, idleReplicaCount: idle, fallback } = cfg;
-  const { activationLagThreshold } = cfg.trigger;
-  // An erroring trigger is not active (scale_handler); activity is lag > activation, strictly.
-  const active = lag !== null && lag > activationLagThreshold;
-  const base = { from: current, lag, error, active };
+  // An erroring trigger is not active (scale_handler); activity is lag > activation, strictly,
+  // and the ScaledObject is active when any trigger is.
+  const isActive = (i: number) => lags[i] !== null && lags[i]! > cfg.triggers[i]!.activationLagThreshold;
+  const active = cfg.triggers.some((_, i) => isActive(i));
+  const activity = (which: 'active' | 'idle') =>
+    cfg.triggers
+      .flatMap((t, i) => {
+        if (lags[i] === null || isActive(i) !== (which === 'active')) return [];
+        return [named(i, `lag ${lags[i]} ${which === 'active' ? '>' : '≤'} activationLagThreshold ${t.activationLagThreshold}`)];
+      })
+      .join(', ');
+  const base = { from: current, lag, lags, error, active };
   const keda = (to: number, kind: DecisionKind, reason: string) => ({
     decision: { ...base, to, by: to === current ? ('none' as const) : ('keda' as const), kind, reason },
     state,
   });
 
-  // --- KEDA executor (RequestScale) ---
+  // --- KEDA executor (RequestScale); isError: any trigger could not be read ---
   let cooling: string | undefined;
   if (active) {
     state.lastActiveTime = now;
     if ((idle !== undefined && current < min) || current === 0) {
       const to = min > 0 ? min : 1;
-      return keda(to, 'activate', `keda: active (lag ${lag} > activationLagThreshold ${activationLagThreshold}) → ${min > 0 ? 'minReplicaCount' : 'max(minReplicaCount,1)'}=${to}`);
+      return keda(to, 'activate', `keda: active (${activity('active')}) → ${min > 0 ? 'minReplicaCount' : 'max(minReplicaCount,1)'}=${to}`);
     }
   } else if (error !== undefined && fallback && fallback.replicas !== 0) {
     // Nothing here: the HPA moves to fallback.replicas once failures > failureThreshold.
@@ -110,7 +135,7 @@ export function decide(
         : now - state.lastActiveTime > sec(cfg.cooldownPeriod);
     if (elapsed) {
       const why = state.lastActiveTime === undefined ? `never active, initialCooldownPeriod ${cfg.initialCooldownPeriod}s passed` : `inactive for cooldownPeriod ${cfg.cooldownPeriod}s`;
-      return keda(to, 'deactivate', `keda: ${why} (lag ${lag} ≤ activationLagThreshold ${activationLagThreshold}) → ${idle !== undefined ? 'idleReplicaCount' : 'minReplicaCount'} ${to}`);
+      return keda(to, 'deactivate', `keda: ${why} (${activity('idle')}) → ${idle !== undefined ? 'idleReplicaCount' : 'minReplicaCount'} ${to}`);
     }
     const left = state.lastActiveTime === undefined ? state.createdAt + sec(cfg.initialCooldownPeriod) - now : state.lastActiveTime + sec(cfg.cooldownPeriod) - now;
     cooling = `keda: inactive, to ${to} in ${fmtS(left)} (cooldownPeriod ${cfg.cooldownPeriod}s)`;
@@ -121,25 +146,25 @@ export function decide(
   if (current === 0) {
     // An HPA whose target is at 0 replicas is disabled; only KEDA acts from 0.
     if (error !== undefined) return keda(0, 'error', `error: ${error}; keeping 0`);
-    return keda(0, 'idle', `keda: not active (lag ${lag} ≤ activationLagThreshold ${activationLagThreshold})`);
+    return keda(0, 'idle', `keda: not active (${activity('idle')})`);
   }
 
-  // --- HPA (1 ↔ N) ---
-  let metric = lag;
-  let prefix = '';
-  let kind: DecisionKind = cooling ? 'cooldown' : 'hpa';
-  if (error !== undefined) {
-    const fb = fallbackReplicas(cfg, state.failures, current);
-    if (fb === undefined) {
-      const pending = fallback && cfg.trigger.metricType === 'AverageValue' ? ` (failure ${state.failures}, fallback after ${fallback.failureThreshold})` : '';
-      return { decision: { ...base, to: current, by: 'none', kind: 'error', reason: `error: ${error}; keeping ${current}${pending}` }, state };
-    }
-    // KEDA serves lagThreshold × replicas as the metric (pkg/fallback doFallback).
-    metric = cfg.trigger.lagThreshold * fb;
-    kind = 'fallback';
-    prefix = `fallback: ${state.failures} failures > failureThreshold ${fallback!.failureThreshold}, metric = ${cfg.trigger.lagThreshold}×${fb}; `;
+  // --- HPA (1 ↔ N): one external metric per trigger, each proposes a count (computeReplicasForMetrics) ---
+  const proposals = cfg.triggers.map((t, i) => metricProposal(cfg, t, state.failures[i]!, current, obs[i]!));
+  const valid = proposals.flatMap((p, i) => ('desired' in p ? [{ ...p, reason: named(i, p.reason), fallback: p.fallback && named(i, p.fallback) }] : []));
+  const invalid = proposals.flatMap((p, i) => ('invalid' in p ? [named(i, p.invalid)] : []));
+  const highest = Math.max(...valid.map((p) => p.desired));
+  // The HPA acts on the highest valid proposal, unless every metric is invalid or some are and
+  // that proposal would scale down: then it keeps the count (an unread trigger is never idle).
+  if (valid.length === 0 || (invalid.length && highest < current)) {
+    const why = valid.length ? ` (no scale-down while a metric is invalid: ${valid.map((p) => p.reason).join(', ')})` : '';
+    return { decision: { ...base, to: current, by: 'none', kind: 'error', reason: `error: ${invalid.join('; ')}; keeping ${current}${why}` }, state };
   }
-  const hpa = hpaReplicas(cfg, state, current, metric!, now);
+  const metric = { desired: highest, reason: several ? `hpa: max(${valid.map((p) => p.reason).join(', ')})=${highest}` : `hpa: ${valid[0]!.reason}` };
+  const fallbacks = valid.flatMap((p) => (p.fallback ? [p.fallback] : []));
+  const prefix = `${invalid.length ? `error: ${invalid.join('; ')}; ` : ''}${fallbacks.length ? `fallback: ${fallbacks.join('; ')}; ` : ''}`;
+  const kind: DecisionKind = fallbacks.length ? 'fallback' : cooling ? 'cooldown' : 'hpa';
+  const hpa = hpaReplicas(cfg, state, current, metric, now);
   const reason = `${prefix}${hpa.reason}${cooling ? `; ${cooling}` : ''}`;
   return {
     decision: { ...base, to: hpa.to, by: hpa.to === current ? 'none' : 'hpa', kind, reason },
@@ -147,10 +172,25 @@ export function decide(
   };
 }
 
-/** KEDA pkg/fallback: the replica count whose metric is faked, or undefined when not falling back. */
-function fallbackReplicas(cfg: ScalingConfig, failures: number, current: number): number | undefined {
+type Proposal = { desired: number; reason: string; fallback?: string } | { invalid: string };
+
+/** One trigger's metric as the HPA sees it: its lag, KEDA's faked fallback metric, or an error. */
+function metricProposal(cfg: ScalingConfig, t: TriggerConfig, failures: number, current: number, obs: Observation): Proposal {
+  if ('lag' in obs) return metricReplicas(t, cfg.behavior, current, obs.lag);
+  const fb = fallbackReplicas(cfg, t, failures, current);
+  if (fb === undefined) {
+    const pending = cfg.fallback && t.metricType === 'AverageValue' ? ` (failure ${failures}, fallback after ${cfg.fallback.failureThreshold})` : '';
+    return { invalid: `${obs.error}${pending}` };
+  }
+  // KEDA serves lagThreshold × replicas as the metric (pkg/fallback doFallback).
+  const metric = t.lagThreshold * fb;
+  return { ...metricReplicas(t, cfg.behavior, current, metric), fallback: `${failures} failures > failureThreshold ${cfg.fallback!.failureThreshold}, metric = ${t.lagThreshold}×${fb}` };
+}
+
+/** KEDA pkg/fallback, per trigger: the replica count whose metric is faked, or undefined when not falling back. */
+function fallbackReplicas(cfg: ScalingConfig, t: TriggerConfig, failures: number, current: number): number | undefined {
   const fb = cfg.fallback;
-  if (!fb || cfg.trigger.metricType !== 'AverageValue') return undefined;
+  if (!fb || t.metricType !== 'AverageValue') return undefined;
   if (!(failures > fb.failureThreshold)) return undefined;
   switch (fb.behavior) {
     case 'currentReplicas':
@@ -164,7 +204,7 @@ function fallbackReplicas(cfg: ScalingConfig, failures: number, current: number)
   }
 }
 
-function hpaReplicas(cfg: ScalingConfig, state: ScalerState, current: number, metric: number, now: number): { to: number; reason: string } {
+function hpaReplicas(cfg: ScalingConfig, state: ScalerState, current: number, m: { desired: number; reason: string }, now: number): { to: number; reason: string } {
   const hpaMin = Math.max(cfg.minReplicaCount, 1);
   const max = cfg.maxReplicaCount;
   const b = cfg.behavior;
@@ -177,7 +217,6 @@ function hpaReplicas(cfg: ScalingConfig, state: ScalerState, current: number, me
     to = hpaMin;
     reason = `hpa: ${current} below minimum → ${hpaMin}`;
   } else {
-    const m = metricReplicas(cfg, current, metric);
     reason = m.reason;
     const stab = stabilize(b, state, current, m.desired, now);
     if (stab !== m.desired) {
@@ -197,23 +236,23 @@ function hpaReplicas(cfg: ScalingConfig, state: ScalerState, current: number, me
   return { to, reason };
 }
 
-/** replica_calculator.go for an external metric, with the (per-direction) tolerance. */
-function metricReplicas(cfg: ScalingConfig, current: number, metric: number): { desired: number; reason: string } {
-  const t = cfg.trigger.lagThreshold;
-  const up = cfg.behavior.scaleUp.tolerance;
-  const down = cfg.behavior.scaleDown.tolerance;
-  if (cfg.trigger.metricType === 'Value') {
+/** replica_calculator.go for one external metric, with the (per-direction) tolerance. */
+function metricReplicas(trigger: TriggerConfig, b: Behavior, current: number, metric: number): { desired: number; reason: string } {
+  const t = trigger.lagThreshold;
+  const up = b.scaleUp.tolerance;
+  const down = b.scaleDown.tolerance;
+  if (trigger.metricType === 'Value') {
     const ratio = metric / t;
-    if (1 - down <= ratio && ratio <= 1 + up) return { desired: current, reason: `hpa: ${metric}/${t}=${round2(ratio)} within tolerance, keep ${current}` };
+    if (1 - down <= ratio && ratio <= 1 + up) return { desired: current, reason: `${metric}/${t}=${round2(ratio)} within tolerance, keep ${current}` };
     const desired = Math.ceil(ratio * current);
-    return { desired, reason: `hpa: ceil(${current}×${metric}/${t})=${desired}` };
+    return { desired, reason: `ceil(${current}×${metric}/${t})=${desired}` };
   }
   const ratio = metric / (t * current);
   if (1 - down <= ratio && ratio <= 1 + up) {
-    return { desired: current, reason: `hpa: ${metric}/(${t}×${current})=${round2(ratio)} within tolerance, keep ${current}` };
+    return { desired: current, reason: `${metric}/(${t}×${current})=${round2(ratio)} within tolerance, keep ${current}` };
   }
   const desired = Math.ceil(metric / t);
-  return { desired, reason: `hpa: ceil(${metric}/${t})=${desired}` };
+  return { desired, reason: `ceil(${metric}/${t})=${desired}` };
 }
 
 /** stabilizeRecommendationWithBehaviors: up → min of the window, down → max of the window. */

@@ -32,6 +32,8 @@ export interface Behavior {
 export type FallbackBehavior = 'static' | 'currentReplicas' | 'currentReplicasIfHigher' | 'currentReplicasIfLower' | 'scalingModifiers';
 
 export interface NatsJetStreamTrigger {
+  /** `triggers[].name`; KEDA requires it unique within the ScaledObject. */
+  name?: string;
   /** `host:port` of the NATS monitoring port (no scheme). */
   monitoringEndpoint: string;
   account: string;
@@ -58,7 +60,8 @@ export interface ScaledObjectConfig {
   idleReplicaCount?: number;
   fallback?: { failureThreshold: number; replicas: number; behavior: FallbackBehavior };
   behavior: Behavior;
-  trigger: NatsJetStreamTrigger;
+  /** In manifest order. KEDA: active if any is; the HPA: the highest replica count any asks for. */
+  triggers: NatsJetStreamTrigger[];
 }
 
 export const DEFAULTS = {
@@ -226,20 +229,36 @@ export function parseScaledObject(doc: unknown, overrides: ScaledObjectOverrides
   if (!parsed.success) throw new ScaledObjectError(`ScaledObject ${label}: ${issues(parsed.error, 'spec')}`);
   const { metadata, spec } = parsed.data;
 
-  const nats = spec.triggers.filter((t) => t.type === 'nats-jetstream');
-  if (nats.length !== 1) {
-    throw new ScaledObjectError(`ScaledObject ${label}: the local autoscaler needs exactly one nats-jetstream trigger, found ${nats.length}`);
-  }
-  const trig = nats[0]!;
-  const meta = natsMetadataSchema.safeParse(trig.metadata);
-  if (!meta.success) throw new ScaledObjectError(`ScaledObject ${label}: ${issues(meta.error, 'triggers[nats-jetstream].metadata')}`);
-  const m = meta.data;
-  const monitoringEndpoint = overrides.monitorEndpoint ?? m.natsServerMonitoringEndpoint;
-  if (!monitoringEndpoint) {
-    throw new ScaledObjectError(`ScaledObject ${label}: natsServerMonitoringEndpoint is not in the trigger metadata; pass monitorEndpoint`);
-  }
-  const account = overrides.account ?? m.account ?? m.accountID;
-  if (!account) throw new ScaledObjectError(`ScaledObject ${label}: one of account/accountID is required`);
+  // Every trigger counts in KEDA (any active, highest count wins): one the local autoscaler
+  // cannot read would make it scale differently, so refuse it rather than ignore it.
+  const other = spec.triggers.find((t) => t.type !== 'nats-jetstream');
+  if (other) throw new ScaledObjectError(`ScaledObject ${label}: the local autoscaler reads only nats-jetstream triggers, found ${other.type}`);
+  const names = spec.triggers.map((t) => t.name).filter((n) => n !== undefined);
+  const repeated = names.find((n, i) => names.indexOf(n) !== i);
+  if (repeated !== undefined) throw new ScaledObjectError(`ScaledObject ${label}: trigger name ${repeated} is used twice`);
+  const triggers = spec.triggers.map((trig, i): NatsJetStreamTrigger => {
+    const meta = natsMetadataSchema.safeParse(trig.metadata);
+    if (!meta.success) throw new ScaledObjectError(`ScaledObject ${label}: ${issues(meta.error, `triggers[${i}].metadata`)}`);
+    const m = meta.data;
+    const monitoringEndpoint = overrides.monitorEndpoint ?? m.natsServerMonitoringEndpoint;
+    if (!monitoringEndpoint) {
+      throw new ScaledObjectError(`ScaledObject ${label}: natsServerMonitoringEndpoint is not in triggers[${i}].metadata; pass monitorEndpoint`);
+    }
+    const account = overrides.account ?? m.account ?? m.accountID;
+    if (!account) throw new ScaledObjectError(`ScaledObject ${label}: triggers[${i}]: one of account/accountID is required`);
+    return {
+      name: trig.name,
+      monitoringEndpoint,
+      account,
+      accountID: overrides.account ? undefined : m.accountID,
+      stream: m.stream,
+      consumer: m.consumer,
+      lagThreshold: m.lagThreshold,
+      activationLagThreshold: m.activationLagThreshold,
+      useHttps: m.useHttps === 'true',
+      metricType: trig.metricType,
+    };
+  });
 
   const cfg: ScaledObjectConfig = {
     name: metadata.name,
@@ -253,17 +272,7 @@ export function parseScaledObject(doc: unknown, overrides: ScaledObjectOverrides
     idleReplicaCount: spec.idleReplicaCount,
     fallback: spec.fallback,
     behavior: resolveBehavior(spec.advanced?.horizontalPodAutoscalerConfig?.behavior, overrides.behavior),
-    trigger: {
-      monitoringEndpoint,
-      account,
-      accountID: overrides.account ? undefined : m.accountID,
-      stream: m.stream,
-      consumer: m.consumer,
-      lagThreshold: m.lagThreshold,
-      activationLagThreshold: m.activationLagThreshold,
-      useHttps: m.useHttps === 'true',
-      metricType: trig.metricType,
-    },
+    triggers,
   };
   // The CRD's CEL rules.
   if (cfg.minReplicaCount > cfg.maxReplicaCount) {

@@ -5,23 +5,34 @@ import type { Decision } from './decide.ts';
 // The autoscaler's status snapshot: what `status` prints, kept in memory and written as JSON to a
 // file so another process (the CLI's `status` command) can read it.
 
-export interface ScaledObjectStatus {
-  scaledObject: string;
-  target: string;
+export interface TriggerStatus {
+  name?: string;
   stream: string;
   consumer: string;
   lagThreshold: number;
   activationLagThreshold: number;
+  lag: number | null;
+  numPending?: number;
+  numAckPending?: number;
+  error?: string;
+  failures: number;
+}
+
+export interface ScaledObjectStatus {
+  scaledObject: string;
+  target: string;
+  /** Per trigger, in manifest order. */
+  triggers: TriggerStatus[];
   minReplicaCount: number;
   maxReplicaCount: number;
   pollingInterval: number;
   cooldownPeriod: number;
   replicas: number;
+  /** Summed over the triggers read (the console's Pipeline page shows it); null if none was. */
   lag: number | null;
-  numPending?: number;
-  numAckPending?: number;
   active: boolean;
   error?: string;
+  /** The most consecutive failures of any trigger. */
   failures: number;
   lastActiveTime?: string;
   lastDecision?: Decision & { at: string };
@@ -39,9 +50,12 @@ export interface StatusSnapshot {
   scaledObjects: ScaledObjectStatus[];
 }
 
-/** `[autoscale] collect lag=1234 replicas 1→3 (hpa: ceil(1234/500)=3)` */
+/** Per trigger when there are several: `12,3` (`?` unread). */
+const lagText = (lags: (number | null)[]) => lags.map((l) => (l === null ? '?' : String(l))).join(',');
+
+/** `[autoscale] collect lag=1234 replicas 1→3 (hpa: ceil(1234/500)=3)`; several triggers: `lag=1234,5`. */
 export function formatDecision(target: string, d: Decision): string {
-  const lag = d.lag === null ? 'lag=?' : `lag=${d.lag}`;
+  const lag = `lag=${lagText(d.lags)}`;
   const replicas = d.to === d.from ? `replicas ${d.to}` : `replicas ${d.from}→${d.to}`;
   return `[autoscale] ${target} ${lag} ${replicas} (${d.reason})`;
 }
@@ -58,8 +72,8 @@ export function formatStatus(snapshot: StatusSnapshot, now = Date.now()): string
     s.target,
     String(s.replicas),
     `${s.minReplicaCount}..${s.maxReplicaCount}`,
-    s.lag === null ? (s.error ? 'error' : '?') : String(s.lag),
-    String(s.lagThreshold),
+    s.lag === null ? (s.error ? 'error' : '?') : lagText(s.triggers.map((t) => t.lag)),
+    s.triggers.map((t) => t.lagThreshold).join(','),
     s.active ? 'yes' : 'no',
     ago(s.lastScale?.at, now),
     s.error ? `error: ${s.error}` : (s.lastDecision?.reason ?? '-'),
