@@ -54,6 +54,8 @@ beforeAll(async () => {
     cooldownPeriod: COOLDOWN_S,
   }).map((c) => ({ ...c, triggers: c.triggers.map((t) => ({ ...t, lagThreshold: LAG_THRESHOLD[t.stream] ?? t.lagThreshold })) }));
   expect(configs.map((c) => c.target).sort()).toEqual(['collect', 'ingest']);
+  // collect drains two consumers: sample batches and rollup passes.
+  expect(configs.find((c) => c.target === 'collect')!.triggers.map((t) => t.stream)).toEqual([STREAMS.telemetry, STREAMS.rollups]);
   autoscaler = startAutoscaler({
     scaledObjects: configs,
     env: stack.env,

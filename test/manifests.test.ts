@@ -199,9 +199,13 @@ describe('CRD schema validation (tightened: unknown fields rejected)', () => {
 describe('KEDA scaling', () => {
   const scalers = JSON.parse(readFileSync(join(schemasDir, 'keda', 'scalers-schema.json'), 'utf8'));
   const natsParams: { name: string; optional?: boolean; default?: string }[] = scalers.scalers.find((s: Json) => s.type === 'nats-jetstream').parameters;
-  const expected: Record<string, { stream: string; consumer: string }> = {
-    ingest: { stream: STREAMS.uploads, consumer: CONSUMERS.ingest },
-    collect: { stream: STREAMS.telemetry, consumer: CONSUMERS.collect },
+  // Per scale target, its triggers in order: collect drains two consumers (batches, rollup passes).
+  const expected: Record<string, { stream: string; consumer: string }[]> = {
+    ingest: [{ stream: STREAMS.uploads, consumer: CONSUMERS.ingest }],
+    collect: [
+      { stream: STREAMS.telemetry, consumer: CONSUMERS.collect },
+      { stream: STREAMS.rollups, consumer: CONSUMERS.rollups },
+    ],
   };
 
   it('nats-jetstream trigger metadata: known keys, string values, required keys present', () => {
@@ -232,10 +236,12 @@ describe('KEDA scaling', () => {
     for (const { dir, o } of ofKind('ScaledObject')) {
       const want = expected[o.spec.scaleTargetRef.name];
       expect(want, `${dir}: ScaledObject for unknown target ${o.spec.scaleTargetRef.name}`).toBeDefined();
-      const md = o.spec.triggers[0].metadata;
-      expect(md.stream, dir).toBe(want.stream);
-      expect(md.consumer, dir).toBe(want.consumer);
-      expect(md.account, dir).toBe(DEFAULT_NATS_ACCOUNT);
+      const triggers = o.spec.triggers as Json[];
+      expect(triggers.map((t) => ({ stream: t.metadata.stream, consumer: t.metadata.consumer })), dir).toEqual(want);
+      for (const t of triggers) expect(t.metadata.account, dir).toBe(DEFAULT_NATS_ACCOUNT);
+      // KEDA rejects a ScaledObject whose trigger names repeat.
+      const names = triggers.map((t) => t.name).filter((n) => n !== undefined);
+      expect(new Set(names).size, `${dir}: trigger names`).toBe(names.length);
       seen.add(o.spec.scaleTargetRef.name);
     }
     expect([...seen].sort()).toEqual(Object.keys(expected).sort());
@@ -655,7 +661,7 @@ describe('network policies', () => {
   it('keda/nats-access lets the KEDA operator reach the monitoring port and gputel the client port, nothing else', () => {
     const objs = builds.get(join(KEDA, 'nats-access'))!;
     const cm = configMap(installed());
-    const endpoints = new Set(ofKind('ScaledObject').map(({ o }) => o.spec.triggers[0].metadata.natsServerMonitoringEndpoint as string));
+    const endpoints = new Set(ofKind('ScaledObject').flatMap(({ o }) => (o.spec.triggers as Json[]).map((t) => t.metadata.natsServerMonitoringEndpoint as string)));
     const local = [...endpoints].filter((e) => e.endsWith('.svc.cluster.local:8222') || /\.svc(\.cluster\.local)?:\d+$/.test(e));
     expect(local.length).toBeGreaterThan(0);
     for (const e of local) expect(namespaceOf(e.split(':')[0]), e).toBe(objs[0].metadata.namespace);
@@ -807,7 +813,7 @@ describe.skipIf(!entriesExist)('npm run build output starts without node_modules
     // The consumers KEDA reads now exist in /jsz of account $G.
     const jsz = await (await fetch(`http://${nats.monitorEndpoint}/jsz?acc=${encodeURIComponent(DEFAULT_NATS_ACCOUNT)}&consumers=true`)).json();
     const consumers = jsz.account_details[0].stream_detail.flatMap((s: Json) => (s.consumer_detail ?? []).map((c: Json) => `${s.name}/${c.name}`));
-    expect(consumers).toEqual(expect.arrayContaining([`${STREAMS.uploads}/${CONSUMERS.ingest}`, `${STREAMS.telemetry}/${CONSUMERS.collect}`]));
+    expect(consumers).toEqual(expect.arrayContaining([`${STREAMS.uploads}/${CONSUMERS.ingest}`, `${STREAMS.telemetry}/${CONSUMERS.collect}`, `${STREAMS.rollups}/${CONSUMERS.rollups}`]));
 
     for (const entry of ['ingest-worker', 'collect-worker']) {
       const port = await freePort();
