@@ -176,7 +176,7 @@ describe('console in Chromium', () => {
     await b.page.goto(`${stack.queryUrl}/#/pipeline`);
     await b.page.waitForSelector('#parts-waiting');
     await b.page.waitForTimeout(4500); // a few polls for the history charts
-    expect(await b.page.$$eval('table.consumers tbody tr', (rows) => rows.map((r) => r.getAttribute('data-stream')))).toEqual(['CSV_UPLOADS', 'TELEMETRY']);
+    expect(await b.page.$$eval('table.consumers tbody tr', (rows) => rows.map((r) => r.getAttribute('data-stream')))).toEqual(['CSV_UPLOADS', 'TELEMETRY', 'ROLLUPS']);
     expect(await b.page.textContent('#parts-waiting')).toBe('0');
     expect(await b.page.textContent('#dead-letters')).toBe('0');
     expect(await b.page.locator('#no-autoscaler').count()).toBe(1);

@@ -15,6 +15,7 @@ type ConsumerLag = PipelineState['consumers'][number];
 const WATCHED: [string, string][] = [
   [STREAMS.uploads, CONSUMERS.ingest],
   [STREAMS.telemetry, CONSUMERS.collect],
+  [STREAMS.rollups, CONSUMERS.rollups],
 ];
 
 interface AutoscalerFile {
