@@ -24,6 +24,6 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
    */
   COLLECT_ROLLUP_MAX_ROWS: intVar(1_000_000, 1, 5_000_000),
   COLLECT_ROLLUP_MAX_EVENTS: intVar(200, 1, 200),
-  COLLECT_ROLLUP_MAX_WAIT_MS: intVar(2000, 100, 60_000),
+  COLLECT_ROLLUP_MAX_WAIT_MS: intVar(500, 100, 60_000),
 });
 export type CollectConfig = z.infer<typeof collectEnv>;
