@@ -21,7 +21,14 @@ export async function waitFor(check: () => Promise<boolean>, what: string, timeo
   let lastError: unknown;
   while (Date.now() < deadline) {
     try {
-      if (await check()) return;
+      // A check that never settles (nats.js's kv.keys() can wait forever for a message removed
+      // while it listed: seen once in CI) counts as a failed attempt after a quarter of the
+      // timeout (at least 2 s, at most what is left), and the next attempt starts afresh.
+      let timer: NodeJS.Timeout | undefined;
+      const attemptMs = Math.min(Math.max(2000, timeoutMs / 4), Math.max(0, deadline - Date.now()));
+      const expired = new Promise<false>((r) => (timer = setTimeout(() => r(false), attemptMs)));
+      const ok = await Promise.race([check(), expired]).finally(() => clearTimeout(timer));
+      if (ok) return;
     } catch (e) {
       if (e instanceof WaitAborted) throw e;
       lastError = e;
