@@ -34,4 +34,3 @@ export function sharedPool(size: number, keep: number): BufferPool {
   pool.keep = Math.max(pool.keep, keep);
   return pool;
 }
-

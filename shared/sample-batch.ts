@@ -298,8 +298,11 @@ export class SampleBatchEncoder {
   }
 }
 
+/** A batch id, `<source>.<part>.<seq>` (what every producer writes and collect accepts). */
+export const BATCH_ID = /^[\w-]+\.\d+\.\d+$/;
+
 export interface EncodedBatch {
-  /** `<source>.<part>.<seq>`: deterministic, so a retry publishes the same id. */
+  /** `<source>.<part>.<seq>` (BATCH_ID): deterministic, so a retry publishes the same id. */
   id: string;
   /** The upload (or remote-write request) the rows came from; the CloudEvent subject. */
   sourceId: string;

@@ -9,14 +9,14 @@ import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
-import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
+import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import type { StoredAnnouncement } from '../../shared/schemas.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
 import { InsertClaims } from './claims.ts';
 import { collectEnv, type CollectConfig } from './config.ts';
 import { recomputeRollups } from '../../shared/rollups.ts';
-import { pendingBatches, pendingEventId, queuePass, type StoredBatch } from './pending.ts';
+import { pendingBatches, queuePass, type StoredBatch } from './pending.ts';
 
 // collect (CloudEvent batch): inserts sample batches into ClickHouse, one INSERT per group of up
 // to COLLECT_MAX_ROWS rows, and reports them stored only after ClickHouse confirms.
@@ -62,7 +62,7 @@ const MAX_BATCH_ROWS = 1_000_000;
 
 function toBatch(event: CloudEventV1<unknown>, index: number): Batch | string {
   if (event.type !== EVENT_TYPES.samples) return `unexpected event type ${event.type}`;
-  if (!/^[\w-]+\.\d+\.\d+$/.test(event.id)) return `batch id ${event.id} is not <upload>.<part>.<seq>`;
+  if (!BATCH_ID.test(event.id)) return `batch id ${event.id} is not <upload>.<part>.<seq>`;
   const kind = FORMATS[event.datacontenttype ?? ''];
   if (!kind) return `unsupported batch content type ${String(event.datacontenttype).slice(0, 100)} (expected ${BATCH_CONTENT_TYPE})`;
   const data = event.data;
@@ -199,7 +199,7 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
   /** Queues the pass of stored batches; runs it inline when the event cannot be queued. */
   async function passFor(batches: StoredBatch[]): Promise<void> {
     try {
-      await queuePass((await getNats()).jetstream(), batches, pendingEventId(batches, dedupToken));
+      await queuePass((await getNats()).jetstream(), batches, dedupToken(batches.map((b) => b.id)));
     } catch {
       await runPass(batches);
     }

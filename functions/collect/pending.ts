@@ -3,6 +3,7 @@ import type { JetStreamClient } from 'nats';
 import { z } from 'zod';
 import { binaryMessage, toNatsHeaders } from '../../shared/cloudevents-nats.ts';
 import { EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
+import { BATCH_ID } from '../../shared/sample-batch.ts';
 
 // Rollup passes waiting to run. Once a group of batches is stored, collect queues one event on
 // ROLLUPS listing them (and acks the batches); a pass takes every event pending, up to
@@ -21,18 +22,17 @@ export interface StoredBatch {
 
 const pendingSchema = z.object({
   batches: z
-    .array(z.object({ id: z.string().regex(/^[\w-]+\.\d+\.\d+$/).max(200), rows: z.number().int().min(0).max(1_000_000) }))
+    .array(z.object({ id: z.string().regex(BATCH_ID).max(200), rows: z.number().int().min(0).max(1_000_000) }))
     .min(1)
     .max(5000),
 });
 
-/** The event's id derives from its batch ids: the event of a redelivered group is the same. */
-export function pendingEventId(batches: StoredBatch[], token: (ids: string[]) => string): string {
-  return `rollups.${token(batches.map((b) => b.id))}`;
-}
-
-/** Queues the pass of `batches`; resolves once JetStream has stored the event. */
-export async function queuePass(js: JetStreamClient, batches: StoredBatch[], id: string): Promise<void> {
+/**
+ * Queues the pass of `batches`; resolves once JetStream has stored the event. Its id is `token`,
+ * a digest of the batch ids, so the event of a redelivered group is the same (and dropped).
+ */
+export async function queuePass(js: JetStreamClient, batches: StoredBatch[], token: string): Promise<void> {
+  const id = `rollups.${token}`;
   const rows = batches.reduce((n, b) => n + b.rows, 0);
   const msg = binaryMessage(
     { id, source: PENDING_SOURCE, type: EVENT_TYPES.rollups, datacontenttype: 'application/json', rows: String(rows) },
