@@ -5,6 +5,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseClient } from '../shared/clickhouse.ts';
 import { clickhouseEnv, parseEnv, workerEnv } from '../shared/config.ts';
 import { NATS, toNatsHeaders } from '../shared/cloudevents-nats.ts';
+import { migrations } from '../shared/migrations.ts';
 import { BUCKETS, CONSUMERS, EVENT_TYPES, STREAMS, SUBJECTS } from '../shared/names.ts';
 import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/provision.ts';
 import { startPullWorker } from '../shared/worker.ts';
@@ -124,6 +125,26 @@ describe('collect idempotence (real ClickHouse)', () => {
     expect((await collect([event])).poison ?? []).toEqual([]);
     const rs = await ch.query({ query: 'SELECT labels FROM samples WHERE upload_id = {u:String}', query_params: { u: upload }, format: 'JSONEachRow' });
     expect(await rs.json()).toEqual([{ labels: values }]);
+  });
+
+  it('an install whose labels were MATERIALIZED reads the same labels after re-provisioning (now an ALIAS)', async () => {
+    const db = 'labels_upgrade';
+    const current = migrations(db).find((s) => s.includes(`${db}.samples (`))!;
+    const old = current.replace('labels Map(String, String) ALIAS', 'labels Map(String, String) MATERIALIZED');
+    expect(old).not.toBe(current);
+    await ch.command({ query: `CREATE DATABASE ${db}` });
+    await ch.command({ query: old });
+    const raw = labelsRaw([{ name: 'job', value: 'dcgm "a"' }, { name: 'gpu', value: '0' }]);
+    // received_at now: within RAW_RETENTION_DAYS, which provisioning applies as a TTL.
+    const row = (line: number) => ({ timestamp: '2025-07-18 20:42:34.000', metric_name: 'DCGM_FI_DEV_GPU_UTIL', uuid: 'GPU-1', value: 1, labels_raw: raw, batch_id: 'b', line, received_at: Date.now() });
+    await ch.insert({ table: `${db}.samples`, values: [row(1)], format: 'JSONEachRow' });
+    await provisionClickHouse(ch, db);
+    await ch.insert({ table: `${db}.samples`, values: [row(2)], format: 'JSONEachRow' });
+    const kind = await ch.query({ query: `SELECT default_kind FROM system.columns WHERE database = {db:String} AND table = 'samples' AND name = 'labels'`, query_params: { db }, format: 'JSONEachRow' });
+    expect(await kind.json()).toEqual([{ default_kind: 'ALIAS' }]);
+    const rs = await ch.query({ query: `SELECT line, labels FROM ${db}.samples ORDER BY line`, format: 'JSONEachRow' });
+    expect(await rs.json()).toEqual([1, 2].map((line) => ({ line, labels: { job: 'dcgm "a"', gpu: '0' } })));
+    await ch.command({ query: `DROP DATABASE ${db} SYNC` });
   });
 
   it('dead-letters only the batch ClickHouse rejects, not its neighbours', async () => {

@@ -1,6 +1,6 @@
 import type { ClickHouseClient, ClickHouseSettings, ResultSet } from '@clickhouse/client';
 import { retryRead } from '../../shared/clickhouse.ts';
-import { LATEST_COPY_FIRST } from '../../shared/migrations.ts';
+import { LABELS_MAP, LATEST_COPY_FIRST } from '../../shared/migrations.ts';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import type { CursorKey } from './cursor.ts';
 
@@ -173,13 +173,20 @@ export async function telemetryPage(
   const lines = await jsonLines(
     client,
     // value + 0: a stored -0 answers 0, as JSON.stringify writes it.
-    `SELECT timestamp, metric_name, value + 0 AS value, gpu_id, device, uuid, model_name, hostname,
-       container, pod, namespace, labels_raw, labels, batch_id, line
-     FROM ${T.samples}
-     WHERE ${where}${keyset}
-     ORDER BY timestamp, metric_name, ${LATEST_COPY_FIRST}
-     LIMIT 1 BY timestamp, metric_name
-     LIMIT {limit:UInt32}`,
+    // labels (an ALIAS of labels_raw) is parsed in the outer query, for the page's rows only, not
+    // for every row of the window the sort reads.
+    `SELECT timestamp, metric_name, value, gpu_id, device, uuid, model_name, hostname,
+       container, pod, namespace, labels_raw, ${LABELS_MAP} AS labels, batch_id, line
+     FROM (
+       SELECT timestamp, metric_name, value + 0 AS value, gpu_id, device, uuid, model_name, hostname,
+         container, pod, namespace, labels_raw, batch_id, line
+       FROM ${T.samples}
+       WHERE ${where}${keyset}
+       ORDER BY timestamp, metric_name, ${LATEST_COPY_FIRST}
+       LIMIT 1 BY timestamp, metric_name
+       LIMIT {limit:UInt32}
+     )
+     ORDER BY timestamp, metric_name`,
     { ...params, limit: page.limit + 1 },
     signal,
     SAMPLE_SETTINGS,
