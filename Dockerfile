@@ -11,9 +11,12 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+COPY patches ./patches
 # Full install: esbuild is a dev dependency. --ignore-scripts: no dependency runs install hooks
 # (esbuild works without its postinstall; chdb, a test-only dev dependency, stays in this stage).
-RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts --no-audit --no-fund
+# Our own postinstall, patch-package (patches/: a fix to nats.js, see patches/README.md), is run
+# explicitly; it fails the build if a patch no longer applies.
+RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts --no-audit --no-fund && npx patch-package --error-on-fail
 COPY tsconfig.json ./
 COPY shared ./shared
 COPY functions ./functions

@@ -154,8 +154,8 @@ export async function* getObject(nc: NatsConnection, bucket: string, info: Objec
   if (stored < info.chunks) throw new ObjectIncompleteError(`object ${info.name}: ${stored} of ${info.chunks} chunks stored (expired or deleted)`);
   const js = nc.jetstream();
   const consumer = await js.consumers.get(objectStream(bucket), { filterSubjects: subject });
-  // Read-ahead of 4 chunks (was 8): nats.js assembles a message that spans socket reads in a buffer
-  // it grows by doubling, so each 1 MiB chunk arrives in a buffer of up to 1.9 MiB.
+  // Read-ahead of 4 chunks (was 8), each 1 MiB chunk received in a buffer of its size (patches/:
+  // unpatched, nats.js grows that buffer by doubling, up to 1.9 MiB per chunk).
   // A count, not max_bytes: chunks are at most max_chunk_size each, so 4 bounds the bytes too. With
   // max_bytes, nats.js 2.29 fills in max_messages on the options object it was given and, when the
   // ordered consumer resets after a reconnect, rejects its own options ("only specify one of

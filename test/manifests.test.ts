@@ -686,6 +686,10 @@ describe('Dockerfile', () => {
     expect(stages.length).toBeGreaterThanOrEqual(2);
     expect(stages[0]).toMatch(/npm ci/);
     expect(stages[0]).toMatch(/npm run build/);
+    // The bundles must carry the dependency patches (patches/) that `npm ci` applies locally.
+    expect(JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')).scripts.postinstall).toBe('patch-package');
+    expect(stages[0]).toMatch(/COPY patches /);
+    expect(stages[0]).toMatch(/npm ci[^\n]*&& npx patch-package --error-on-fail/);
     expect(text).toMatch(/^ARG NODE_IMAGE=node:20-[\w-]*slim$/m);
     expect(runtime).toMatch(/^\$\{NODE_IMAGE\} AS runtime/);
     const copies = runtime.split('\n').filter((l) => /^\s*COPY /.test(l));
