@@ -43,6 +43,9 @@ export const BUCKETS = {
   /** KV: one key per batch stored in ClickHouse (`<id>.<part>.<seq>` → rows). */
   progress: 'upload_progress',
 } as const;
+/** The stream behind a KV bucket, and the subject of one of its keys (the JetStream KV layout). */
+export const kvStream = (bucket: string) => `KV_${bucket}`;
+export const kvSubject = (bucket: string, key: string) => `$KV.${bucket}.${key}`;
 
 export const EVENT_TYPES = {
   uploaded: 'com.gputelemetry.csv.uploaded',

@@ -15,7 +15,7 @@ import { intVar } from './config.ts';
 import { logSweep, sweepWorkQueues } from './janitor.ts';
 import { DEFAULT_RETENTION, migrations, retentionTtls, type Retention } from './migrations.ts';
 import { loggerFor } from './log.ts';
-import { BUCKETS, CLICKHOUSE_TABLES, CONSUMERS, STREAMS, SUBJECTS } from './names.ts';
+import { BUCKETS, CLICKHOUSE_TABLES, CONSUMERS, STREAMS, SUBJECTS, kvStream } from './names.ts';
 import { backfillRollups } from './rollups.ts';
 import { objectStream } from './object-store.ts';
 
@@ -171,7 +171,7 @@ export async function provisionNats(nc: NatsConnection, cfg: ProvisionConfig): P
   // Object store ttl is in nanoseconds (the KV one above is in milliseconds).
   await js.views.os(BUCKETS.objects, { ttl: nanos(ttl), replicas: cfg.JETSTREAM_REPLICAS, max_bytes: cfg.UPLOAD_STORE_MAX_BYTES });
   // The views only create buckets; a re-run applies changed limits to the existing ones.
-  for (const bucket of [BUCKETS.status, BUCKETS.progress]) await jsm.streams.update(`KV_${bucket}`, { max_age: nanos(ttl) });
+  for (const bucket of [BUCKETS.status, BUCKETS.progress]) await jsm.streams.update(kvStream(bucket), { max_age: nanos(ttl) });
   await jsm.streams.update(objectStream(BUCKETS.objects), { max_age: nanos(ttl), max_bytes: cfg.UPLOAD_STORE_MAX_BYTES, discard: DiscardPolicy.New });
   // Messages acknowledged before a NATS crash but left behind (see janitor.ts).
   for (const r of await sweepWorkQueues(jsm)) logSweep(r);

@@ -38,7 +38,7 @@ async function record(id: string): Promise<UploadRecord | undefined> {
   return e && e.operation === 'PUT' ? uploadRecord.parse(e.json()) : undefined;
 }
 
-const keys = (filter: string) => keysOf(kv, filter);
+const keys = (filter: string) => keysOf(nc, filter);
 const activeIds = async () => (await keys('active.*')).map((k) => k.slice('active.'.length));
 
 async function statusOf(id: string, base = stack.uploadUrl): Promise<any> {

@@ -100,7 +100,7 @@ describe('reaping an interrupted upload', () => {
     const live = state.live.map((o) => o.name).filter((n) => n.startsWith(id));
     expect(live.sort()).toEqual([partObject(id, 1, 0), partObject(id, 1, 1)]);
     expect(state.orphanChunks).not.toContain(`$O.${BUCKETS.objects}.C.${nuid}`);
-    expect(await keysOf(kv, activeKey(id))).toEqual([]);
+    expect(await keysOf(nc, activeKey(id))).toEqual([]);
   });
 
   it('a sweep finishes a release cut short, and drops stale keys of uploads never created', async () => {
@@ -114,7 +114,7 @@ describe('reaping an interrupted upload', () => {
     await kv.put(activeKey(ghost), String(Date.now() - 10 * LEASE_MS));
     await kv.put(activeKey(young), String(Date.now()));
     await sweep(nc, kv, LEASE_MS);
-    const active = await keysOf(kv, 'active.*');
+    const active = await keysOf(nc, 'active.*');
     expect(active).not.toContain(activeKey(id));
     expect(active).not.toContain(activeKey(ghost));
     expect(active).toContain(activeKey(young)); // its record may be about to be written
@@ -151,5 +151,32 @@ describe('claims of one Idempotency-Key', () => {
     expect(second.kind === 'receive' && second.lease.record).toMatchObject({ id, attempt: 2, state: 'receiving' });
     const other = await claimUpload(ctx(), { ...request, key: 'restart-key', token: 'another-token' });
     expect(other.kind === 'receive' && other.lease.record.id).not.toBe(id);
+  });
+});
+
+describe('listing status keys (keysOf)', () => {
+  it('lists the live keys of a filter, skips deleted ones, and answers at once when none match', async () => {
+    const id = '00000000-0000-4000-8000-00000000c0d1';
+    for (const n of [0, 1, 2]) await kv.put(`${id}.part.${n}`, '{}');
+    await kv.delete(`${id}.part.1`);
+    expect((await keysOf(nc, `${id}.part.*`)).sort()).toEqual([`${id}.part.0`, `${id}.part.2`]);
+    const t0 = Date.now();
+    expect(await keysOf(nc, '00000000-0000-4000-8000-00000000ffff.part.*')).toEqual([]);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  it('ends, with each key it saw once, while the keys it lists are being deleted and rewritten', async () => {
+    const id = '00000000-0000-4000-8000-00000000c0d2';
+    const names = Array.from({ length: 2000 }, (_, n) => `${id}.part.${n}`);
+    await Promise.all(names.map((k) => kv.put(k, '{}')));
+    const deleting = Promise.all(names.map((k, i) => (i % 2 ? kv.delete(k) : kv.put(k, '{"state":"done"}'))));
+    const t0 = Date.now();
+    const listed = await keysOf(nc, `${id}.part.*`, 1000);
+    await deleting;
+    // Whatever it saw before the deletes: a subset of the keys, each once, in bounded time.
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(new Set(listed).size).toBe(listed.length);
+    for (const k of listed) expect(names).toContain(k);
+    expect((await keysOf(nc, `${id}.part.*`)).sort()).toEqual(names.filter((_, i) => i % 2 === 0).sort());
   });
 });

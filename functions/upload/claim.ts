@@ -114,7 +114,7 @@ export async function claimUpload(ctx: ClaimContext, req: ClaimRequest): Promise
   // released first, and failed part results are cleared; done ones stay (the retry's batches of
   // those parts carry the same ids and are dropped as duplicates).
   if (previous.state === 'failed') await releaseAttempt(ctx.nc, previous);
-  for (const key of await keysOf(kv, `${id}.part.*`)) {
+  for (const key of await keysOf(ctx.nc, `${id}.part.*`)) {
     const result = (await kv.get(key))?.json<{ state?: string }>();
     if (result?.state === 'failed') await forget(kv, key);
   }

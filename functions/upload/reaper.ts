@@ -64,7 +64,7 @@ export async function reapIfExpired(nc: NatsConnection, kv: KV, id: string, leas
 
 /** One pass over the uploads in progress: reap expired ones, finish releases cut short. */
 export async function sweep(nc: NatsConnection, kv: KV, leaseMs: number): Promise<void> {
-  const ids = (await keysOf(kv, ACTIVE_KEYS)).map((key) => key.slice(activeKey('').length));
+  const ids = (await keysOf(nc, ACTIVE_KEYS)).map((key) => key.slice(activeKey('').length));
   for (const id of ids) {
     try {
       const record = await reapIfExpired(nc, kv, id, leaseMs);
