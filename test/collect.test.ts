@@ -5,6 +5,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseClient } from '../shared/clickhouse.ts';
 import { clickhouseEnv, parseEnv, workerEnv } from '../shared/config.ts';
 import { NATS, toNatsHeaders } from '../shared/cloudevents-nats.ts';
+import { registry } from '../shared/metrics.ts';
 import { migrations } from '../shared/migrations.ts';
 import { BUCKETS, CONSUMERS, EVENT_TYPES, STREAMS, SUBJECTS } from '../shared/names.ts';
 import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/provision.ts';
@@ -226,6 +227,9 @@ describe('rollup passes (queued on ROLLUPS, run coalesced)', () => {
     expect(await runPendingPasses(nc, collect)).toBe(1);
   });
 
+  const inlinePasses = async () =>
+    (await registry.getSingleMetric('gputel_collect_rollup_passes_total')!.get()).values.find((v) => v.labels.mode === 'inline')?.value ?? 0;
+
   it('runs the pass inline when ROLLUPS refuses the event (full), so a full queue never blocks acks', async () => {
     await runPendingPasses(nc, collect);
     const jsm = await nc.jetstreamManager();
@@ -234,9 +238,11 @@ describe('rollup passes (queued on ROLLUPS, run coalesced)', () => {
     try {
       await nc.jetstream().publish(SUBJECTS.rollups, new Uint8Array(0)); // fills it
       const since = Date.now();
+      const inline = await inlinePasses();
       expect((await collect(await batchEvents([4, 1600, 1700, PASSES]))).poison ?? []).toEqual([]);
       expect(await minuteVersionsSince(since)).toBeGreaterThanOrEqual(100);
       expect(await kvRows(`${PASSES}.0.4`)).toBe('100');
+      expect(await inlinePasses()).toBe(inline + 1); // counted (and logged) for operators
     } finally {
       await jsm.streams.purge(STREAMS.rollups);
       await jsm.streams.update(STREAMS.rollups, config);

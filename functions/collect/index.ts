@@ -6,7 +6,9 @@ import { Readable } from 'node:stream';
 import type { NatsConnection } from 'nats';
 import { parseEnv } from '../../shared/config.ts';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
-import { rowsCounter } from '../../shared/metrics.ts';
+import { Counter } from 'prom-client';
+import { loggerFor } from '../../shared/log.ts';
+import { registry, rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID } from '../../shared/sample-batch.ts';
@@ -59,6 +61,13 @@ interface Batch {
 }
 
 const MAX_BATCH_ROWS = 1_000_000;
+const log = loggerFor('collect');
+const passesCounter = new Counter({
+  name: 'gputel_collect_rollup_passes_total',
+  help: 'Rollup passes of stored batch groups, by mode: queued on ROLLUPS, or run inline because the event could not be queued',
+  labelNames: ['mode'],
+  registers: [registry],
+});
 
 function toBatch(event: CloudEventV1<unknown>, index: number): Batch | string {
   if (event.type !== EVENT_TYPES.samples) return `unexpected event type ${event.type}`;
@@ -200,8 +209,12 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
   async function passFor(batches: StoredBatch[]): Promise<void> {
     try {
       await queuePass((await getNats()).jetstream(), batches, dedupToken(batches.map((b) => b.id)));
-    } catch {
+      passesCounter.inc({ mode: 'queued' });
+    } catch (e) {
+      // Each inline pass holds this group's ack for its recompute: worth seeing when it persists.
+      log.warn({ err: e, batches: batches.length }, 'could not queue a rollup pass on ROLLUPS; running it inline');
       await runPass(batches);
+      passesCounter.inc({ mode: 'inline' });
     }
   }
 
