@@ -11,14 +11,30 @@ import { FIXTURE_CSV, fixtureRows } from './support/fixtures.ts';
 let server: Server;
 let url: string;
 const uploads: { at: number; rows: Record<string, string>[] }[] = [];
+/** Idempotency-Key → upload id, as the upload function keeps them. */
+const keys = new Map<string, string>();
+/** Uploads whose 202 is lost (the connection closed after storing them), then answered normally. */
+let loseAnswers = 0;
+let lostAnswers = 0;
 
 beforeAll(async () => {
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
-      uploads.push({ at: Date.now(), rows: parse(Buffer.concat(chunks), { columns: true }) });
-      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ id: `u${uploads.length}` }));
+      const key = String(req.headers['idempotency-key'] ?? '');
+      let id = keys.get(key);
+      if (!id) {
+        uploads.push({ at: Date.now(), rows: parse(Buffer.concat(chunks), { columns: true }) });
+        id = `u${uploads.length}`;
+        if (key) keys.set(key, id);
+      }
+      if (lostAnswers < loseAnswers) {
+        lostAnswers++;
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ id }));
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -53,5 +69,20 @@ describe('replay', () => {
     // The second pass starts after the first pass's last timestamp: no (uuid, metric, time) twice.
     const keys = new Set(rows.map((row) => `${row.uuid} ${row.metric_name} ${row.timestamp}`));
     expect(keys.size).toBe(rows.length);
+  }, 20_000);
+
+  it('repeats an upload whose answer was lost under the same Idempotency-Key: stored once, counted once', async () => {
+    uploads.length = 0;
+    keys.clear();
+    loseAnswers = 2;
+    lostAnswers = 0;
+    const r = await replay({ file: FIXTURE_CSV, url, rate: 500, durationMs: 2500, loop: true });
+    expect(lostAnswers).toBe(2);
+    expect(r.retries).toBe(2);
+    expect(r.failed).toBe(0);
+    expect(new Set(r.ids).size).toBe(r.ids.length);
+    expect(r.ids).toHaveLength(uploads.length);
+    expect(r.rows).toBe(uploads.reduce((n, u) => n + u.rows.length, 0));
+    loseAnswers = 0;
   }, 20_000);
 });

@@ -223,7 +223,7 @@ async function main(): Promise<void> {
         signal: stop.signal,
         onUpload: (u) => console.log(`${new Date().toISOString()} upload ${u.id ?? '-'} ${u.rows} rows → ${u.status} (${u.totalRows.toLocaleString('en-US')} rows sent)`),
       });
-      console.log(`replayed ${r.rows.toLocaleString('en-US')} rows in ${r.uploads} uploads over ${((Date.now() - t0) / 1000).toFixed(1)} s to ${url}${r.failed ? `; ${r.failed} uploads refused` : ''}${r.behind ? `; ${r.behind.toLocaleString('en-US')} rows not sent: the target was slower than --rate` : ''}`);
+      console.log(`replayed ${r.rows.toLocaleString('en-US')} rows in ${r.uploads} uploads over ${((Date.now() - t0) / 1000).toFixed(1)} s to ${url}${r.failed ? `; ${r.failed} uploads refused or unanswered` : ''}${r.retries ? `; ${r.retries} attempts repeated (same Idempotency-Key)` : ''}${r.behind ? `; ${r.behind.toLocaleString('en-US')} rows not sent: the target was slower than --rate` : ''}`);
       if (r.failed) process.exitCode = 1;
       return;
     }

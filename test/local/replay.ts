@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
 import { canonicalColumn } from '../../shared/schemas.ts';
@@ -18,7 +19,7 @@ export interface ReplayOptions {
   durationMs?: number;
   /** Start over at the end of the file until durationMs. */
   loop?: boolean;
-  /** Called after every upload. */
+  /** Called after every upload (status 0: no answer after every attempt). */
   onUpload?: (u: { rows: number; status: number; id?: string; totalRows: number }) => void;
   signal?: AbortSignal;
 }
@@ -29,7 +30,10 @@ export interface ReplayResult {
   behind: number;
   uploads: number;
   ids: string[];
+  /** Uploads not answered 202 (after their retries). */
   failed: number;
+  /** Attempts repeated after a connection error or a 409. */
+  retries: number;
 }
 
 const quote = (s: string) => `"${s.replace(/"/g, '""')}"`;
@@ -39,6 +43,32 @@ export function parseDuration(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!m) throw new Error(`--duration must be a number with an optional unit (ms, s, m, h), e.g. 90s or 5m; got "${text.slice(0, 40)}"`);
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+}
+
+/** Attempts per upload: a connection error or a 409 (the key's earlier attempt still being received) is retried. */
+const ATTEMPTS = 5;
+
+/**
+ * POSTs one upload under its own Idempotency-Key, retrying with the same key and body: an upload
+ * the server stored but whose answer was lost (a connection error) is then answered with the same
+ * id instead of being stored twice or dropped. undefined once aborted.
+ */
+async function send(opts: ReplayOptions, body: string, result: ReplayResult): Promise<{ res?: Response; answer: { id?: string } } | undefined> {
+  const headers: Record<string, string> = { 'content-type': 'text/csv', 'idempotency-key': `replay-${randomUUID()}` };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  for (let attempt = 1; ; attempt++) {
+    let res: Response | undefined;
+    try {
+      res = await fetch(`${opts.url.replace(/\/$/, '')}/api/v1/uploads`, { method: 'POST', body, headers, signal: opts.signal });
+    } catch (e) {
+      if (opts.signal?.aborted) return undefined;
+      if (attempt === ATTEMPTS) return { answer: {} };
+    }
+    if (res && (res.status !== 409 || attempt === ATTEMPTS)) return { res, answer: (await res.json().catch(() => ({}))) as { id?: string } };
+    await res?.body?.cancel();
+    result.retries++;
+    await new Promise((r) => setTimeout(r, 250 * attempt));
+  }
 }
 
 export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
@@ -55,7 +85,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
   const rateOf = typeof opts.rate === 'function' ? opts.rate : () => opts.rate as number;
   const started = Date.now();
   const deadline = opts.durationMs === undefined ? Infinity : started + opts.durationMs;
-  const result: ReplayResult = { rows: 0, behind: 0, uploads: 0, ids: [], failed: 0 };
+  const result: ReplayResult = { rows: 0, behind: 0, uploads: 0, ids: [], failed: 0, retries: 0 };
   let next = 0; // next record
   let passBase = started; // time the current pass's first scrape is stamped with
   let lastStamp = -Infinity;
@@ -93,20 +123,15 @@ export async function replay(opts: ReplayOptions): Promise<ReplayResult> {
     }
     due -= take;
     if (take > 0) {
-      const headers: Record<string, string> = { 'content-type': 'text/csv' };
-      if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-      const res = await fetch(`${opts.url.replace(/\/$/, '')}/api/v1/uploads`, { method: 'POST', body, headers, signal: opts.signal }).catch((e) => {
-        if (opts.signal?.aborted) return undefined;
-        throw e;
-      });
-      if (!res) break;
-      const answer = (await res.json().catch(() => ({}))) as { id?: string };
+      const sent = await send(opts, body, result);
+      if (!sent) break;
+      const { res, answer } = sent;
       result.uploads++;
-      if (res.status === 202 && answer.id) {
+      if (res?.status === 202 && answer.id) {
         result.rows += take;
         result.ids.push(answer.id);
       } else result.failed++;
-      opts.onUpload?.({ rows: take, status: res.status, id: answer.id, totalRows: result.rows });
+      opts.onUpload?.({ rows: take, status: res?.status ?? 0, id: answer.id, totalRows: result.rows });
     }
     tick += 1000;
     const wait = tick - Date.now();
