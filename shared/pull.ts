@@ -27,9 +27,10 @@ const ERROR_PAUSE_MS = 1000;
 
 /**
  * The message with its payload copied out of nats.js's receive buffers, which it must not keep.
- * nats.js hands a message spanning socket reads as a view of the buffer it assembled it in, grown
- * by doubling (up to twice the payload: 0.25–0.36 MiB for a 170 KB batch in a heap snapshot), and
- * a smaller one as a view of the whole 64 KiB socket read. Held until the ack — after the INSERT,
+ * nats.js hands a message that fits in one socket read as a view of the whole 64 KiB read, and
+ * (unpatched) one spanning socket reads as a view of a buffer grown by doubling (up to twice the
+ * payload: 0.25–0.36 MiB for a 170 KB batch in a heap snapshot; patches/ now sizes that buffer
+ * exactly). Held until the ack — after the INSERT,
  * the rollup recompute and the progress puts in collect — those buffers outlived young-generation
  * collections and were freed only by a full GC. Copied at once, they die young; the copy is the
  * payload's exact size. Everything the worker uses (subject, reply for ack/nak/working, headers,
