@@ -1,3 +1,4 @@
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloudEvent } from 'cloudevents';
 import { connect, type NatsConnection } from 'nats';
@@ -7,6 +8,7 @@ import { clickhouseEnv, parseEnv, workerEnv } from '../shared/config.ts';
 import { NATS, toNatsHeaders } from '../shared/cloudevents-nats.ts';
 import { registry } from '../shared/metrics.ts';
 import { migrations } from '../shared/migrations.ts';
+import { BATCH_CONTENT_TYPE, GZIP_BATCH_CONTENT_TYPE, SampleBatchEncoder } from '../shared/sample-batch.ts';
 import { BUCKETS, CONSUMERS, EVENT_TYPES, STREAMS, SUBJECTS } from '../shared/names.ts';
 import { provisionClickHouse, provisionEnv, provisionNats } from '../shared/provision.ts';
 import { startPullWorker } from '../shared/worker.ts';
@@ -105,6 +107,26 @@ describe('collect idempotence (real ClickHouse)', () => {
       format: 'JSONEachRow',
     });
     expect((await rs.json())[0]).toEqual({ rows: 40 * 2470, parts: 1 });
+  });
+
+  it('still stores gzip Native batches written before zstd, beside zstd ones in the same fetch (rolling upgrade)', async () => {
+    const legacy = '00000000-0000-4000-8000-0000000001d1';
+    const zstdEvent = await batchEvent(0, 0, 40, legacy);
+    const gzipEvent = await batchEvent(1, 40, 100, legacy);
+    const encoder = new SampleBatchEncoder(legacy, gzipEvent.id, Date.now(), 60);
+    for (const { sample, line } of samples.slice(40, 100)) encoder.add(sample, sample.timestamp, line);
+    const gzipped = new CloudEvent({ ...gzipEvent, datacontenttype: GZIP_BATCH_CONTENT_TYPE, data: gzipSync(encoder.finish()) });
+    expect(zstdEvent.datacontenttype).toBe(BATCH_CONTENT_TYPE);
+    expect((await collect([zstdEvent, gzipped])).poison ?? []).toEqual([]);
+    const rs = await ch.query({ query: 'SELECT count() AS n, uniqExact(line) AS lines FROM samples WHERE upload_id = {u:String}', query_params: { u: legacy }, format: 'JSONEachRow' });
+    expect(await rs.json()).toEqual([{ n: 100, lines: 100 }]);
+  });
+
+  it('dead-letters a batch whose body is not in the encoding its content type names', async () => {
+    const upload = '00000000-0000-4000-8000-0000000001d2';
+    const event = await batchEvent(0, 0, 10, upload);
+    const outcome = await collect([new CloudEvent({ ...event, data: gzipSync(Buffer.from('not zstd')) })]);
+    expect(outcome.poison?.map((p) => p.reason)).toEqual(['sample batch is not zstd-compressed']);
   });
 
   it('still stores a TabSeparated batch written before the Native format (rolling upgrade)', async () => {

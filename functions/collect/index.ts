@@ -11,7 +11,7 @@ import { loggerFor } from '../../shared/log.ts';
 import { registry, rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
-import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID } from '../../shared/sample-batch.ts';
+import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID, ENCODING_MAGIC, GZIP_BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import type { StoredAnnouncement } from '../../shared/schemas.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
@@ -38,7 +38,7 @@ import { pendingBatches, queuePass, type StoredBatch } from './pending.ts';
 // An INSERT is a single block (no parallel parsing; the Native blocks of its batches squashed into
 // one by min_insert_block_size_rows) into an unpartitioned table, so each group is stored entirely
 // or not at all: a batch id present means all its rows are (test/collect.test.ts checks one part
-// per insert). Batch bodies go to ClickHouse exactly as they crossed JetStream (gzip members
+// per insert). Batch bodies go to ClickHouse exactly as they crossed JetStream (zstd frames
 // concatenate), so collect neither decompresses nor decodes them.
 
 /** How a batch body is inserted, by its CloudEvent datacontenttype. */
@@ -48,6 +48,8 @@ interface BatchFormat {
 }
 const FORMATS: Record<string, BatchFormat> = {
   [BATCH_CONTENT_TYPE]: { format: BATCH_CLICKHOUSE_FORMAT, encoding: BATCH_CONTENT_ENCODING },
+  // gzip Native batches, from producers before zstd, during an upgrade.
+  [GZIP_BATCH_CONTENT_TYPE]: { format: BATCH_CLICKHOUSE_FORMAT, encoding: 'gzip' },
   // Batches written before the Native format may still be in the stream during an upgrade.
   'text/tab-separated-values': { format: 'TabSeparated' },
 };
@@ -83,7 +85,7 @@ function toBatch(event: CloudEventV1<unknown>, index: number): Batch | string {
     const attr = (event as { rows?: unknown }).rows;
     rows = typeof attr === 'string' && /^\d{1,7}$/.test(attr) ? Number(attr) : 0;
     if (rows < 1 || rows > MAX_BATCH_ROWS) return `sample batch has no valid rows attribute (1 to ${MAX_BATCH_ROWS})`;
-    if (body[0] !== 0x1f || body[1] !== 0x8b) return 'sample batch is not gzip-compressed';
+    if (ENCODING_MAGIC[kind.encoding].some((b, i) => body[i] !== b)) return `sample batch is not ${kind.encoding}-compressed`;
   } else {
     for (let i = body.indexOf(10); i !== -1; i = body.indexOf(10, i + 1)) rows++;
     if (rows === 0) return 'sample batch is empty';

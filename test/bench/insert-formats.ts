@@ -1,8 +1,9 @@
 // npm run bench:formats [-- --rows N --insert N]
 // ClickHouse's CPU per row for the same sample batches inserted as Native (the batch format,
 // shared/sample-batch.ts), RowBinary and TabSeparated (the previous format), with and without the
-// materialized views, gzip-compressed or not: CPU of the engine process over the inserts (merges
-// stopped; best of 3), and the bytes per row that would cross JetStream.
+// materialized views, raw or compressed (gzip level 1, as batches were; zstd level 1, as they
+// are): CPU of the engine process over the inserts (merges stopped; best of 3), and the bytes per
+// row that would cross JetStream.
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -12,6 +13,7 @@ import { SAMPLE_INSERT_COLUMNS, migrations } from '../../shared/migrations.ts';
 import { CLICKHOUSE_TABLES } from '../../shared/names.ts';
 import { provisionClickHouse } from '../../shared/provision.ts';
 import { SampleBatchEncoder } from '../../shared/sample-batch.ts';
+import { zstdCompress, zstdReady } from '../../shared/zstd.ts';
 import type { Sample } from '../../shared/schemas.ts';
 import { fixtureSamples } from '../support/batch.ts';
 import { startClickHouse } from '../support/servers.ts';
@@ -88,17 +90,18 @@ async function main() {
     await provisionClickHouse(admin, 'telemetry');
     await admin.close();
     const ch = clickhouseClient(parseEnv(clickhouseEnv, env));
+    await zstdReady();
     const rows = samples(ROWS);
     const views = migrations('telemetry').filter((s) => s.includes('MATERIALIZED VIEW'));
     console.log(`${ROWS.toLocaleString('en-US')} rows, batches of ${BATCH}, inserts of ${INSERT} rows; ClickHouse CPU µs/row (best of 3)`);
     for (const withViews of [true, false]) {
       if (!withViews) for (const v of ['gpus_mv', 'metric_stats_mv', 'collected_batches_mv']) await ch.command({ query: `DROP VIEW IF EXISTS ${v}` });
       for (const [format, encode] of Object.entries({ Native: native, RowBinary: rowBinary, TabSeparated: tabSeparated })) {
-        for (const gzip of [false, true]) {
+        for (const encoding of ['raw', 'gzip', 'zstd'] as const) {
           const bodies: Buffer[] = [];
           for (let b = 0; b * BATCH < ROWS; b++) {
             const body = encode(rows.slice(b * BATCH, (b + 1) * BATCH), 'up', `up.0.${b}`);
-            bodies.push(gzip ? gzipSync(body, { level: 1, memLevel: 9 }) : body);
+            bodies.push(encoding === 'gzip' ? gzipSync(body, { level: 1, memLevel: 9 }) : encoding === 'zstd' ? zstdCompress(body, 1) : body);
           }
           const wire = bodies.reduce((n, b) => n + b.length, 0) / ROWS;
           let best = Infinity;
@@ -110,14 +113,14 @@ async function main() {
               const r = await ch.exec({
                 query: `INSERT INTO samples (${SAMPLE_INSERT_COLUMNS.join(', ')}) FORMAT ${format}`,
                 values: Readable.from(bodies.slice(g, g + INSERT / BATCH), { objectMode: false }),
-                http_headers: gzip ? { 'Content-Encoding': 'gzip' } : undefined,
-                clickhouse_settings: { input_format_parallel_parsing: 0, max_insert_block_size: '1048576', min_insert_block_size_rows: '1048576', min_insert_block_size_bytes: '0', insert_deduplicate: 1, insert_deduplication_token: `${format}-${gzip}-${rep}-${g}` },
+                http_headers: encoding === 'raw' ? undefined : { 'Content-Encoding': encoding },
+                clickhouse_settings: { input_format_parallel_parsing: 0, max_insert_block_size: '1048576', min_insert_block_size_rows: '1048576', min_insert_block_size_bytes: '0', insert_deduplicate: 1, insert_deduplication_token: `${format}-${encoding}-${rep}-${g}` },
               });
               for await (const _ of r.stream) void _;
             }
             best = Math.min(best, cpuSeconds(server.process.pid) - c0);
           }
-          console.log(`  ${format.padEnd(12)} views ${withViews ? 'on ' : 'off'}  ${gzip ? 'gzip' : 'raw '}  ${((best * 1e6) / ROWS).toFixed(2).padStart(6)} µs/row   ${wire.toFixed(0).padStart(4)} bytes/row on the wire`);
+          console.log(`  ${format.padEnd(12)} views ${withViews ? 'on ' : 'off'}  ${encoding.padEnd(4)}  ${((best * 1e6) / ROWS).toFixed(2).padStart(6)} µs/row   ${wire.toFixed(0).padStart(4)} bytes/row on the wire`);
         }
       }
     }
