@@ -134,7 +134,7 @@ async function main() {
     const maxReplicasSeen = Object.fromEntries(TARGETS.map((t) => [t, Math.max(...timeline.map((r) => r[`replicas_${t}`]))]));
     const backToZero = TARGETS.every((t) => autoscaler.pools[t]!.replicas() === 0);
     ok = stored === result.rows && distinct === result.rows && result.failed === 0 && backToZero;
-    const summary = `replayed ${result.rows.toLocaleString('en-US')} rows in ${result.uploads} uploads${result.behind ? ` (${result.behind.toLocaleString('en-US')} not sent: the stack was slower than the profile)` : ''}; stored ${stored.toLocaleString('en-US')} (${distinct.toLocaleString('en-US')} distinct samples); max replicas ${JSON.stringify(maxReplicasSeen)}; workers back at zero: ${backToZero}`;
+    const summary = `replayed ${result.rows.toLocaleString('en-US')} rows in ${result.uploads} uploads${result.behind ? ` (${result.behind.toLocaleString('en-US')} not sent: the stack was slower than the profile)` : ''}${result.retries ? `, ${result.retries} attempts repeated` : ''}${result.failed ? `, ${result.failed} unanswered` : ''}; stored ${stored.toLocaleString('en-US')} (${distinct.toLocaleString('en-US')} distinct samples); max replicas ${JSON.stringify(maxReplicasSeen)}; workers back at zero: ${backToZero}`;
     console.log(`\n${summary}\n${ok ? 'OK: every replayed row stored exactly once' : 'FAILED: counts differ or workers did not return to zero'}`);
 
     mkdirSync(out, { recursive: true });
