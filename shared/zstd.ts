@@ -7,7 +7,10 @@ import { compress, decompress, init } from '@bokuweb/zstd-wasm';
 let ready: Promise<void> | undefined;
 
 /** Resolves once zstd is usable; call before zstdCompress/zstdDecompress. */
-export const zstdReady = (): Promise<void> => (ready ??= init());
+export const zstdReady = (): Promise<void> =>
+  (ready ??= init().catch((e: unknown) => {
+    throw new Error(`zstd could not be loaded (the bundles need zstd.wasm beside them, as npm run build puts it): ${e instanceof Error ? e.message : String(e)}`);
+  }));
 
 /** One zstd frame of `body` at `level` (1: ≈ 0.8 µs per sample row). zstdReady() first. */
 export function zstdCompress(body: Uint8Array, level: number): Buffer {

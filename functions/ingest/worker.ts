@@ -4,10 +4,13 @@ import { parseEnv } from '../../shared/config.ts';
 import { CONSUMERS, STREAMS } from '../../shared/names.ts';
 import { connectNats } from '../../shared/nats.ts';
 import { runWorkerProcess } from '../../shared/worker.ts';
+import { zstdReady } from '../../shared/zstd.ts';
 import { ingestEnv } from './config.ts';
 import { createIngestHandler } from './index.ts';
 
 const cfg = parseEnv(ingestEnv);
+// Batches are zstd-compressed: a missing or broken zstd.wasm fails the start, not every part.
+await zstdReady();
 await runWorkerProcess('ingest', () => connectNats('ingest-worker'), (nc) => {
   const ingest = createIngestHandler(cfg, async () => nc);
   return {
