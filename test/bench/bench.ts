@@ -1,7 +1,7 @@
 // npm run bench [-- --rows N --ingest N --collect N --runs N]
 // Measures, in one run on one ClickHouse engine:
 //  (a) baseline: ClickHouse parsing the CSV itself — INSERT … FORMAT CSVWithNames of the file
-//      into a table shaped like `samples` (same order key, codecs and labels map);
+//      into a table shaped like `samples` (same order key, codecs and columns; `labels` an ALIAS there as in `samples`);
 //  (b) the pipeline: upload → object store → ingest workers → JetStream → collect → ClickHouse,
 //      from the first byte uploaded until every row is stored (upload status `done`, then
 //      verified with count()).
