@@ -8,7 +8,7 @@ import { DCGM_COLUMNS, headerProblem, type UploadedPart } from '../shared/schema
 import { ingestEnv } from '../functions/ingest/config.ts';
 import { ingestPart } from '../functions/ingest/index.ts';
 import { columnIndexes, fieldBreaks, validateRecord } from '../functions/ingest/rows.ts';
-import { SampleBatchEncoder } from '../shared/sample-batch.ts';
+import { SampleBatchEncoder, compressBatch } from '../shared/sample-batch.ts';
 import { splitCsv } from '../functions/upload/split.ts';
 import { fixtureRows, type FixtureRow } from './support/fixtures.ts';
 import { decodeSampleBatch, fixtureSamples } from './support/batch.ts';
@@ -119,6 +119,16 @@ describe('SampleBatchEncoder', () => {
       expect(r.line).toBe(1000 + i);
       expect(r).toMatchObject({ upload_id: 'up-9', batch_id: 'up-9.1.2', received_at: Date.UTC(2025, 6, 19, 1, 2, 3, 4), uuid: sample.uuid, model_name: sample.modelName, hostname: sample.Hostname });
     });
+  });
+
+  it('compresses a batch into one zstd frame that decodes to the same rows, many times smaller', async () => {
+    const e = new SampleBatchEncoder('up-9', 'up-9.0.0', 0, 2470);
+    for (const { sample, line } of fixtureSamples()) e.add(sample, sample.timestamp, line);
+    const block = Buffer.from(e.finish());
+    const frame = await compressBatch(block);
+    expect([...frame.subarray(0, 4)]).toEqual([0x28, 0xb5, 0x2f, 0xfd]);
+    expect(frame.length * 10).toBeLessThan(block.length);
+    expect(decodeSampleBatch(frame)).toEqual(decodeSampleBatch(block));
   });
 
   it('starts over for the next batch and gives an empty block for no rows', () => {
