@@ -11,7 +11,7 @@ import { loggerFor } from '../../shared/log.ts';
 import { registry, rowsCounter } from '../../shared/metrics.ts';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { BUCKETS, CLICKHOUSE_TABLES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
-import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID, ENCODING_MAGIC, GZIP_BATCH_CONTENT_TYPE } from '../../shared/sample-batch.ts';
+import { BATCH_CLICKHOUSE_FORMAT, BATCH_CONTENT_ENCODING, BATCH_CONTENT_TYPE, BATCH_ID, GZIP_BATCH_CONTENT_TYPE, startsAs } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import type { StoredAnnouncement } from '../../shared/schemas.ts';
 import { PermanentError, isTransient, type BatchOutcome } from '../../shared/worker.ts';
@@ -85,7 +85,7 @@ function toBatch(event: CloudEventV1<unknown>, index: number): Batch | string {
     const attr = (event as { rows?: unknown }).rows;
     rows = typeof attr === 'string' && /^\d{1,7}$/.test(attr) ? Number(attr) : 0;
     if (rows < 1 || rows > MAX_BATCH_ROWS) return `sample batch has no valid rows attribute (1 to ${MAX_BATCH_ROWS})`;
-    if (ENCODING_MAGIC[kind.encoding].some((b, i) => body[i] !== b)) return `sample batch is not ${kind.encoding}-compressed`;
+    if (!startsAs(body, kind.encoding)) return `sample batch is not ${kind.encoding}-compressed`;
   } else {
     for (let i = body.indexOf(10); i !== -1; i = body.indexOf(10, i + 1)) rows++;
     if (rows === 0) return 'sample batch is empty';

@@ -3,7 +3,7 @@ import { CloudEvent } from 'cloudevents';
 import { SAMPLE_INSERT_COLUMNS } from '../../shared/migrations.ts';
 import { EVENT_TYPES } from '../../shared/names.ts';
 import { zstdDecompress, zstdReady } from '../../shared/zstd.ts';
-import { BATCH_COLUMN_TYPES, BATCH_CONTENT_TYPE, SampleBatchEncoder, compressBatch } from '../../shared/sample-batch.ts';
+import { BATCH_COLUMN_TYPES, BATCH_CONTENT_TYPE, SampleBatchEncoder, compressBatch, startsAs } from '../../shared/sample-batch.ts';
 import { DCGM_COLUMNS, type Sample } from '../../shared/schemas.ts';
 import { columnIndexes, validateRecord } from '../../functions/ingest/rows.ts';
 import { fixtureRows, type FixtureRow } from './fixtures.ts';
@@ -20,8 +20,8 @@ await zstdReady();
 /** Decodes a batch body (one zstd frame, gzip — batches before zstd — or plain; one or more Native blocks) into rows. */
 export function decodeSampleBatch(body: Uint8Array): BatchRow[] {
   let b = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  if (b[0] === 0x1f && b[1] === 0x8b) b = gunzipSync(b);
-  else if (b[0] === 0x28 && b[1] === 0xb5 && b[2] === 0x2f && b[3] === 0xfd) b = zstdDecompress(b);
+  if (startsAs(b, 'gzip')) b = gunzipSync(b);
+  else if (startsAs(b, 'zstd')) b = zstdDecompress(b);
   let pos = 0;
   const varint = () => {
     let n = 0;
