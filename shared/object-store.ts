@@ -52,8 +52,8 @@ export async function putObject(
   const nuid = opts.nuid ?? newObjectNuid();
   const subject = chunkSubject(bucket, nuid);
   const sha = createHash('sha256');
-  // Chunk bytes published but not yet acknowledged. Each is held twice meanwhile (the chunk and
-  // the client's outbound frame), so the window is kept small: 4 MiB (was 16 chunks).
+  // Chunk bytes published but not yet acknowledged: 4 MiB (was 16 chunks). Unpatched, nats.js also
+  // copied each chunk into an outbound frame; with patches/ it writes the chunk itself.
   const windowBytes = Math.max(opts.windowBytes ?? 4 * 1024 * 1024, maxChunk);
   // Chunks are filled in pooled buffers (the window's plus the one being filled), not a fresh
   // Buffer.concat each: those lived until their ack, got promoted, and were garbage until a full GC.

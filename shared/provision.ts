@@ -74,36 +74,31 @@ const limits = (l: { max_msgs?: number; max_bytes?: number; max_age?: number; ma
 export function streamConfigs(cfg: ProvisionConfig): Partial<StreamConfig>[] {
   const common = { storage: StorageType.File, num_replicas: cfg.JETSTREAM_REPLICAS };
   // Work queues have no age limit: a message older than it would be deleted unprocessed, i.e.
-  // data lost whenever its consumer is down (or scaled to zero and failing) for longer.
+  // data lost whenever its consumer is down (or scaled to zero and failing) for longer. Their
+  // producers' message ids are deterministic, so a retry inside the duplicate window is dropped.
+  const workQueue = { ...common, retention: RetentionPolicy.Workqueue, duplicate_window: nanos(10 * 60_000) };
   return [
     {
-      ...common,
+      ...workQueue,
       name: STREAMS.uploads,
       subjects: [SUBJECTS.uploaded],
-      retention: RetentionPolicy.Workqueue,
       // An event is well under 1 KiB (ids, the header's column names, counters).
       ...limits({ max_msgs: cfg.UPLOADS_STREAM_MAX_MSGS, max_msg_size: 64 * 1024 }),
-      duplicate_window: nanos(10 * 60_000),
     },
     {
-      ...common,
+      ...workQueue,
       name: STREAMS.telemetry,
       subjects: [SUBJECTS.samples],
-      retention: RetentionPolicy.Workqueue,
+      // An ingest retry after the duplicate window is covered by collect's batch ledger.
       ...limits({ max_bytes: cfg.TELEMETRY_STREAM_MAX_BYTES, max_msg_size: 8 * 1024 * 1024 }),
-      // Batch ids are deterministic, so an ingest retry inside this window is dropped here;
-      // collect's batch ledger covers retries after it.
-      duplicate_window: nanos(10 * 60_000),
     },
     {
-      ...common,
+      ...workQueue,
       name: STREAMS.rollups,
       subjects: [SUBJECTS.rollups],
-      retention: RetentionPolicy.Workqueue,
-      // An event lists the ids and rows of at most one fetch of batches.
+      // An event lists the ids and rows of at most one fetch of batches; its id derives from them,
+      // so the event of a redelivered group is dropped.
       ...limits({ max_msgs: cfg.ROLLUPS_STREAM_MAX_MSGS, max_msg_size: 256 * 1024 }),
-      // Its id derives from the batch ids, so the event of a redelivered group is dropped here.
-      duplicate_window: nanos(10 * 60_000),
     },
     {
       ...common,
