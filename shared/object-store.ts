@@ -32,6 +32,8 @@ export interface ObjectInfo {
   mtime: string;
   deleted?: boolean;
   options?: { max_chunk_size?: number };
+  /** ADR-20 meta headers, e.g. a Content-Encoding of the stored bytes. */
+  headers?: Record<string, string[]>;
 }
 
 export async function putObject(
@@ -39,7 +41,7 @@ export async function putObject(
   bucket: string,
   name: string,
   data: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
-  opts: { chunkBytes?: number; windowBytes?: number; nuid?: string } = {},
+  opts: { chunkBytes?: number; windowBytes?: number; nuid?: string; headers?: Record<string, string[]> } = {},
 ): Promise<ObjectInfo> {
   const js = nc.jetstream();
   // Looked up while the chunks go out, not after: one round trip less per object (the upload
@@ -118,6 +120,7 @@ export async function putObject(
     mtime: new Date().toISOString(),
     deleted: false,
     options: { max_chunk_size: maxChunk },
+    ...(opts.headers ? { headers: opts.headers } : {}),
   };
   const previous = await previousInfo;
   const h = headers();

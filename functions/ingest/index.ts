@@ -10,7 +10,8 @@ import { registry, rowsCounter } from '../../shared/metrics.ts';
 import { BUCKETS } from '../../shared/names.ts';
 import { publishSampleBatch, type SampleBatchEncoder } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
-import { deleteObject, getObject, ObjectIncompleteError, objectInfo } from '../../shared/object-store.ts';
+import { deleteObject, getObject, ObjectIncompleteError, objectInfo, type ObjectInfo } from '../../shared/object-store.ts';
+import { decompressPart, isCompressedPart } from '../../shared/part-object.ts';
 import { headerProblem, partResult, uploadedPart, type PartResult, type UploadedPart } from '../../shared/schemas.ts';
 import { PermanentError } from '../../shared/worker.ts';
 import { ingestEnv, type IngestConfig } from './config.ts';
@@ -20,14 +21,15 @@ import { referenceRows } from './reference.ts';
 import { columnIndexes } from './rows.ts';
 import { ScanScratch, scanCsv, type ScannedPart } from './scan.ts';
 
-// ingest (CloudEvent `csv.uploaded`): reads one stored part, scans its bytes (functions/ingest/
-// scan.ts), checks every row with the shared rules on the scanned fields (fast-rows.ts) and writes
-// accepted rows straight into Native batches (shared/sample-batch.ts) for the telemetry stream.
-// A part the scanner does not take (broken quoting and the like) goes through csv-parse and the
-// zod row schema instead (reference.ts), which give the same answers on every part the scanner
-// takes (test/ingest-differential.test.ts). Batch ids are `<upload>.<part>.<seq>` and double as
-// Nats-Msg-Id, so a retried part publishes the same ids and nothing is duplicated. Bad rows are
-// counted with line numbers and reasons; good rows still land.
+// ingest (CloudEvent `csv.uploaded`): reads one stored part (inflated when compressed, shared/
+// part-object.ts), scans its bytes (functions/ingest/scan.ts), checks every row with the shared
+// rules on the scanned fields (fast-rows.ts) and writes accepted rows straight into Native batches
+// (shared/sample-batch.ts) for the telemetry stream. A part the scanner does not take (broken
+// quoting and the like) goes through csv-parse and the zod row schema instead (reference.ts), which
+// give the same answers on every part the scanner takes (test/ingest-differential.test.ts). Batch
+// ids are `<upload>.<part>.<seq>` and double as Nats-Msg-Id, so a retried part publishes the same
+// ids and nothing is duplicated. Bad rows are counted with line numbers and reasons; good rows
+// still land.
 
 const SOURCE = '/functions/ingest';
 const log = loggerFor('ingest');
@@ -65,19 +67,22 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
       return;
     }
     // A corrupt object makes getObject throw at its end: the part is retried. Missing chunks
-    // (expired/deleted) cannot come back: the part fails like a missing object.
+    // (expired/deleted) or a frame that does not inflate to the announced part cannot come
+    // back: the part fails like a missing object.
     const publish: Publish = (batch) => publishSampleBatch(js, batch, SOURCE);
     let result: PartResult;
     try {
       const scratch = idle ?? new PartScratch();
       idle = undefined;
       try {
-        result = await ingestPart(cfg, data, Readable.from(getObject(nc, BUCKETS.objects, object)), publish, scratch, object.size);
+        const stored = Readable.from(getObject(nc, BUCKETS.objects, object));
+        const input = isCompressedPart(object) ? await inflatedPart(stored, scratch, object, data.bytes) : stored;
+        result = await ingestPart(cfg, data, input, publish, scratch, object.size);
       } finally {
         idle = scratch;
       }
     } catch (e) {
-      if (!(e instanceof ObjectIncompleteError)) throw e;
+      if (!(e instanceof ObjectIncompleteError || e instanceof PartContentError)) throw e;
       if (await alreadyDone()) return;
       await save({ part: data.part, state: 'failed', accepted: 0, rejected: 0, batches: 0, rejects: [], error: `stored part ${e.message}` });
       return;
@@ -89,6 +94,27 @@ export function createIngestHandler(cfg: IngestConfig, getNats: () => Promise<Na
     rowsCounter.inc({ stage: 'ingest', outcome: 'accepted' }, result.accepted);
     rowsCounter.inc({ stage: 'ingest', outcome: 'rejected' }, result.rejected);
   };
+}
+
+/** A stored part whose digest is right but whose content is not what the upload announced. */
+class PartContentError extends Error {}
+
+/**
+ * The CSV of a compressed part (shared/part-object.ts): its frame read whole into the scratch part
+ * buffer (as an uncompressed part is), then inflated into a buffer of its own.
+ */
+async function inflatedPart(stored: Readable, scratch: PartScratch, object: ObjectInfo, bytes: number): Promise<Buffer> {
+  let frame: Buffer;
+  try {
+    frame = await readPart(stored, scratch, object.size);
+  } finally {
+    stored.destroy();
+  }
+  try {
+    return await decompressPart(frame, bytes);
+  } catch (e) {
+    throw new PartContentError(`${object.name} ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 /**
@@ -108,7 +134,9 @@ export class PartScratch {
  * read, rounded up to whole MiB so the next part of about that size reuses it: doubling from the
  * first chunk instead made an 8 MiB part take a 16 MiB buffer (and 15 MiB of copies on the way).
  */
-async function readPart(input: Readable, scratch: PartScratch, sizeHint = 0): Promise<Buffer> {
+async function readPart(input: Readable | Buffer, scratch: PartScratch, sizeHint = 0): Promise<Buffer> {
+  // An inflated part is already whole: used as it is, not copied.
+  if (Buffer.isBuffer(input)) return input;
   if (sizeHint > scratch.bytes.length) scratch.bytes = Buffer.allocUnsafe(Math.ceil(sizeHint / 1024 ** 2) * 1024 ** 2);
   let size = 0;
   // pipe()-free read: an error of the source (e.g. a corrupt stored part) rejects here.
@@ -146,14 +174,14 @@ function fillBatch(bytes: Buffer, p: ScannedPart, from: number, rows: FastRows, 
  * Parses, validates and publishes one part; returns its counts (pure apart from `publish`).
  * `sizeHint`: the part's size in bytes if known (the stored object's), to size its buffer once.
  */
-export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: Readable, publish: Publish, scratch = new PartScratch(), sizeHint = 0): Promise<PartResult> {
+export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: Readable | Buffer, publish: Publish, scratch = new PartScratch(), sizeHint = 0): Promise<PartResult> {
   let bytes: Buffer;
   try {
     bytes = await readPart(input, scratch, sizeHint);
   } finally {
     // An early exit leaves the source suspended; destroying it ends the object read and its
     // consumer instead of leaking one per failed attempt.
-    input.destroy();
+    if (!Buffer.isBuffer(input)) input.destroy();
   }
   const indexes = columnIndexes(data.header);
   const out = new PartOutput(cfg, data, publish, scratch.encoder);

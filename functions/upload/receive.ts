@@ -5,6 +5,7 @@ import { loggerFor } from '../../shared/log.ts';
 import { rowsCounter } from '../../shared/metrics.ts';
 import { BUCKETS } from '../../shared/names.ts';
 import { newObjectNuid, putObject } from '../../shared/object-store.ts';
+import { compressPart, PART_HEADERS } from '../../shared/part-object.ts';
 import { validateRequest } from '../../shared/params.ts';
 import { headerProblem, type UploadRecord } from '../../shared/schemas.ts';
 import { isTransient } from '../../shared/transient.ts';
@@ -18,9 +19,9 @@ import { idempotencyKey, noPathParams, receiveQuery, type UploadAccepted, type U
 import { splitCsv } from './split.ts';
 
 // POST /api/v1/uploads: the body is cut into line-aligned parts as it arrives, each stored in the
-// object store, then announced (one csv.uploaded event per part). The status record says what
-// has been written and announced before it happens, under a lease the receiver renews, so an
-// upload whose receiver dies is ended cleanly by another replica (reaper.ts).
+// object store (zstd-compressed), then announced (one csv.uploaded event per part). The status
+// record says what has been written and announced before it happens, under a lease the receiver
+// renews, so an upload whose receiver dies is ended cleanly by another replica (reaper.ts).
 
 const log = loggerFor('upload');
 
@@ -56,14 +57,6 @@ function publicReason(e: unknown): string {
   return 'internal error while the upload was stored';
 }
 
-/**
- * The array's items, each dropped from it as it is taken: a part's body chunks (8 MiB) become
- * garbage as they are copied into object chunks, not only once the whole part is stored.
- */
-function* drain<T>(items: T[]): Generator<T> {
-  while (items.length > 0) yield items.shift()!;
-}
-
 /** Stores the parts and announces them; returns when the record says `received`. */
 async function storeParts(nc: NatsConnection, lease: LeasedRecord, body: UploadBody): Promise<void> {
   const r = lease.record;
@@ -90,7 +83,9 @@ async function storeParts(nc: NatsConnection, lease: LeasedRecord, body: UploadB
   for await (const part of parts) {
     const nuid = newObjectNuid();
     await lease.save((rec) => (rec.writing = { part: part.index, nuid }));
-    await putObject(nc, BUCKETS.objects, partObject(r.id, r.attempt, part.index), drain(part.chunks), { nuid });
+    // Compressed (shared/part-object.ts): the body chunks are dropped as they are joined.
+    const stored = await compressPart(part.chunks);
+    await putObject(nc, BUCKETS.objects, partObject(r.id, r.attempt, part.index), [stored], { nuid, headers: PART_HEADERS });
     r.stored = part.index + 1;
     r.writing = undefined;
     r.bytes += part.bytes;
