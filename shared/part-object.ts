@@ -1,5 +1,5 @@
 import type { ObjectInfo } from './object-store.ts';
-import { startsAs } from './sample-batch.ts';
+import { startsAs } from './content-encoding.ts';
 import { zstdCompress, zstdDecompress, zstdReady } from './zstd.ts';
 
 // How the upload stores a CSV part in the object store and ingest reads it back: one zstd frame

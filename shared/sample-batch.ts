@@ -28,10 +28,6 @@ export const BATCH_CLICKHOUSE_FORMAT = 'Native';
 export const BATCH_CONTENT_ENCODING = 'zstd';
 /** The gzip batches written before zstd: collect still inserts them (a rolling upgrade). */
 export const GZIP_BATCH_CONTENT_TYPE = 'application/vnd.clickhouse.native+gzip';
-/** The first bytes of a body in each encoding. */
-const ENCODING_MAGIC: Readonly<Record<string, readonly number[]>> = { zstd: [0x28, 0xb5, 0x2f, 0xfd], gzip: [0x1f, 0x8b] };
-/** Whether `body` starts as a body in `encoding` (zstd or gzip) does. */
-export const startsAs = (body: Uint8Array, encoding: string): boolean => ENCODING_MAGIC[encoding]?.every((b, i) => body[i] === b) ?? false;
 
 type InsertColumn = (typeof SAMPLE_INSERT_COLUMNS)[number];
 
