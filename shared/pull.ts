@@ -1,5 +1,6 @@
 import { createInbox, nanos, type Msg, type NatsConnection, type JsMsg, type Payload, type PublishOptions, type Subscription } from 'nats';
 import { toJsMsg } from 'nats/lib/jetstream/jsmsg.js';
+import { SizeClassPool } from './buffer-pool.ts';
 
 // Messages of a durable JetStream pull consumer, requested only while what this process holds
 // stays within a budget of messages AND bytes. "Held" counts messages requested but not yet
@@ -32,12 +33,13 @@ const ERROR_PAUSE_MS = 1000;
  * payload: 0.25–0.36 MiB for a 170 KB batch in a heap snapshot; patches/ now sizes that buffer
  * exactly). Held until the ack — after the INSERT,
  * the rollup recompute and the progress puts in collect — those buffers outlived young-generation
- * collections and were freed only by a full GC. Copied at once, they die young; the copy is the
- * payload's exact size. Everything the worker uses (subject, reply for ack/nak/working, headers,
- * data) is kept; headers are decoded strings.
+ * collections and were freed only by a full GC. Copied at once, they die young. The copy is
+ * itself held until the ack, so it comes from the puller's pool and goes back to it when the
+ * worker settled the message (release with recycle). Everything the worker uses (subject, reply
+ * for ack/nak/working, headers, data) is kept; headers are decoded strings.
  */
-function detached(nc: NatsConnection, msg: Msg): Msg {
-  const data = Buffer.allocUnsafeSlow(msg.data.byteLength);
+function detached(nc: NatsConnection, msg: Msg, payloads: SizeClassPool): Msg {
+  const data = payloads.take(msg.data.byteLength);
   data.set(msg.data);
   const { subject, sid, reply, headers } = msg;
   return {
@@ -73,6 +75,8 @@ export class BoundedPull implements AsyncIterator<JsMsg> {
   private closed = false;
   private paused?: NodeJS.Timeout;
   private readonly expiresMs: number;
+  /** Payload copies: at most the budget's bytes are held, so at most that many are kept idle. */
+  private readonly payloads: SizeClassPool;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -81,6 +85,7 @@ export class BoundedPull implements AsyncIterator<JsMsg> {
     private readonly budget: PullBudget,
   ) {
     this.expiresMs = budget.expiresMs ?? 10_000;
+    this.payloads = new SizeClassPool(budget.maxBytes);
     this.sub = nc.subscribe(this.inbox, { callback: (_err, msg) => this.onMessage(msg) });
     // A closed connection delivers nothing more: end the iterator instead of waiting forever.
     void nc.closed().then(() => this.close());
@@ -109,7 +114,7 @@ export class BoundedPull implements AsyncIterator<JsMsg> {
     }
     this.heldMsgs++;
     this.heldBytes += size;
-    const m = toJsMsg(detached(this.nc, msg));
+    const m = toJsMsg(detached(this.nc, msg, this.payloads));
     this.budget.onDelivered?.(m);
     if (this.wake) {
       const wake = this.wake;
@@ -146,11 +151,16 @@ export class BoundedPull implements AsyncIterator<JsMsg> {
     this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.stream}.${this.consumer}`, JSON.stringify(next), { reply: this.inbox });
   }
 
-  /** Frees the budget of messages the caller is done with (after ack, nak or term). */
-  release(msgs: readonly JsMsg[]): void {
+  /**
+   * Frees the budget of messages the caller is done with (after ack, nak or term). With
+   * `recycle`, their payloads go back to the pool: only when nothing can still read them (a
+   * publish of the payload that failed may still sit in the client's pending output).
+   */
+  release(msgs: readonly JsMsg[], recycle = false): void {
     for (const m of msgs) {
       this.heldMsgs--;
       this.heldBytes -= m.data.byteLength;
+      if (recycle) this.payloads.give(m.data);
     }
     this.pull();
   }

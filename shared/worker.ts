@@ -234,10 +234,15 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
   async function handleNext(batches: AsyncIterator<JsMsg[]>, pull: BoundedPull, held: HeldMessages): Promise<number | undefined> {
     const next = await batches.next();
     if (next.done) return undefined;
+    let settled = false;
     try {
-      return await handleBatch(next.value, held);
+      const pause = await handleBatch(next.value, held);
+      settled = true;
+      return pause;
     } finally {
-      pull.release(next.value);
+      // Settled: every message acked, nak'ed or dead-lettered (that publish acknowledged), and the
+      // handler done with the payloads, which the pull may then reuse.
+      pull.release(next.value, settled);
     }
   }
 

@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { connect, type JsMsg, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseEnv } from '../shared/config.ts';
@@ -58,6 +59,36 @@ describe('BoundedPull', () => {
       const info = await jsm.consumers.info(STREAMS.telemetry, CONSUMERS.collect);
       return info.num_pending === 0 && info.num_ack_pending === 0;
     }, 'all acked', 10_000);
+  });
+
+  it('reuses the payload copies of released messages: every payload still reads as it was published', async () => {
+    const js = nc.jetstream();
+    // Sizes across several pool classes, published in an order that makes reused buffers
+    // serve payloads of other sizes.
+    const sizes = Array.from({ length: 60 }, (_, i) => [5_000, 60_000, 70_000, 300_000][i % 4] + i);
+    const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+    const published = new Map<string, string>();
+    for (const [i, size] of sizes.entries()) {
+      const body = randomBytes(size);
+      published.set(`reuse-${i}`, digest(body));
+      await js.publish(SUBJECTS.samples, body, { msgID: `reuse-${i}` });
+    }
+    const pull = new BoundedPull(nc, STREAMS.telemetry, CONSUMERS.collect, { maxMessages: 8, maxBytes: 1024 * 1024 });
+    const backing = new Set<ArrayBufferLike>();
+    let reused = 0;
+    try {
+      for (let handled = 0; handled < sizes.length; handled++) {
+        const m = (await pull.next()).value as JsMsg;
+        if (backing.has(m.data.buffer)) reused++;
+        backing.add(m.data.buffer);
+        expect(digest(m.data), `payload of ${m.headers?.get('Nats-Msg-Id')}`).toBe(published.get(m.headers?.get('Nats-Msg-Id') ?? ''));
+        m.ack();
+        pull.release([m], true);
+      }
+    } finally {
+      pull.close();
+    }
+    expect(reused).toBeGreaterThan(sizes.length / 2);
   });
 
   it('holds at most maxMessages, and ends its iterator on close()', async () => {
