@@ -1,7 +1,8 @@
 // npm run bench:memory [-- --mib 10,100,1024 --ingest N --collect N]
 // Memory stays flat: on one stack (esbuild bundles), uploads generated DCGM files of the given
 // sizes, smallest first, and prints each function process's peak RSS (VmHWM, reset before each
-// upload) for each, and whether the largest upload's peak is within 20 % of the smallest one's.
+// upload) for each, and whether the largest upload's peak is within 20 % of the smallest one's,
+// per process and per function (its largest replica's peak).
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,12 +53,25 @@ async function main() {
     const names = Object.keys(files);
     console.log(`\npeak RSS (MiB) by upload size; last column: largest / smallest`);
     console.log(`  ${'process'.padEnd(10)} ${names.map((n) => n.padStart(10)).join(' ')}   ratio`);
-    let flat = true;
-    for (const [name, p] of Object.entries(peaks)) {
+    const line = (name: string, p: Record<string, number>) => {
       const ratio = p[names.at(-1)!] / p[names[0]];
-      if (!(ratio <= 1.2)) flat = false;
       console.log(`  ${name.padEnd(10)} ${names.map((n) => p[n].toFixed(0).padStart(10)).join(' ')}   ${ratio.toFixed(2)}${ratio <= 1.2 ? '' : '  > 1.2'}`);
+      return ratio <= 1.2;
+    };
+    for (const [name, p] of Object.entries(peaks)) line(name, p);
+    // A function's peak is its largest replica's: what its pod memory limit must hold. Per replica
+    // the small upload is uneven (a 10 MiB file gives one ingest worker an 8 MiB part and the
+    // other the rest), so the verdict compares functions.
+    const functions = new Map<string, Record<string, number>>();
+    for (const [name, p] of Object.entries(peaks)) {
+      const fn = name.replace(/#\d+$/, '');
+      const f = functions.get(fn) ?? {};
+      for (const n of names) f[n] = Math.max(f[n] ?? 0, p[n]);
+      functions.set(fn, f);
     }
+    console.log(`peak RSS (MiB) by function (its largest replica)`);
+    let flat = true;
+    for (const [fn, p] of functions) if (!line(fn, p)) flat = false;
     console.log(flat ? 'memory is flat: every function within 20 %' : 'memory is NOT flat for the functions marked');
     if (!flat) process.exitCode = 1;
   } finally {
