@@ -14,7 +14,7 @@ import { provisionEnv, provisionNats } from '../shared/provision.ts';
 import { publishSampleBatch } from '../shared/sample-batch.ts';
 import { isTransient } from '../shared/transient.ts';
 import { repoRoot, startStack, type Stack } from './local/stack.ts';
-import { startNats, type NatsServer } from './support/servers.ts';
+import { natsStoreDir, startNats, type NatsServer } from './support/servers.ts';
 
 // Stream bounds and the janitor: every stream is bounded and refuses (never drops) what does
 // not fit, work queues never age out, a provisioning re-run updates what exists, and messages
@@ -102,7 +102,7 @@ describe('the janitor', () => {
     // from after. (test/nats-crash.test.ts crashes the server for real, end to end.)
     let { server, nc, jsm } = await natsWithClient();
     const { port, monitorPort, dataDir } = server;
-    const msgsDir = join(dataDir, 'js', 'jetstream', '$G', 'streams', STREAMS.uploads, 'msgs');
+    const msgsDir = join(natsStoreDir(dataDir), 'jetstream', '$G', 'streams', STREAMS.uploads, 'msgs');
     const beforeAcks = mkdtempSync(join(tmpdir(), 'gputel-msgs-'));
     // Stops the server cleanly, edits its files while it is down, starts it on them again.
     const restart = async (whileDown: () => void) => {

@@ -67,6 +67,9 @@ async function retryTakenPort<T>(chosen: boolean, start: () => Promise<T>): Prom
   }
 }
 
+/** Where a nats-server started by startNats on `dataDir` keeps JetStream's files. */
+export const natsStoreDir = (dataDir: string): string => join(dataDir, 'js');
+
 export function startNats(opts: { dataDir?: string; port?: number; monitorPort?: number } = {}): Promise<NatsServer> {
   return retryTakenPort(opts.port !== undefined || opts.monitorPort !== undefined, () => startNatsOnce(opts));
 }
@@ -86,7 +89,7 @@ async function startNatsOnce(opts: { dataDir?: string; port?: number; monitorPor
   writeFileSync(
     conf,
     `listen: 127.0.0.1:${port}\nhttp: 127.0.0.1:${monitorPort}\nmax_payload: 8388608\n` +
-      `jetstream { store_dir: "${join(dataDir, 'js')}" }\n`,
+      `jetstream { store_dir: "${natsStoreDir(dataDir)}" }\n`,
   );
   const proc = spawn(natsServerBinary(), ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
