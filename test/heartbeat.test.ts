@@ -87,12 +87,22 @@ describe('heartbeats', () => {
       log: () => undefined,
     });
     await waitFor(async () => calls.length >= 3, 'all handled', 40_000, 50);
-    const info = await jsm.consumers.info(STREAMS.uploads, CONSUMERS.ingest);
-    expect(info.num_pending + info.num_ack_pending).toBe(0);
+    // The handler is called before its batch is acked: wait for the acks to reach the server.
+    let info = await jsm.consumers.info(STREAMS.uploads, CONSUMERS.ingest);
+    await waitFor(
+      async () => {
+        info = await jsm.consumers.info(STREAMS.uploads, CONSUMERS.ingest);
+        return info.num_pending + info.num_ack_pending === 0;
+      },
+      'all acked',
+      10_000,
+      50,
+    );
     // A redelivery would show up as another call (same subscription) and in the counter.
     await sleep(1000);
     await worker.stop();
     expect(calls).toEqual([1, 2, 3].map((n) => ({ id: `hb-${n}`, delivery: 1 })));
+    info = await jsm.consumers.info(STREAMS.uploads, CONSUMERS.ingest);
     expect(info.num_redelivered).toBe(0);
   }, 60_000);
 });
