@@ -20,12 +20,46 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 //   each batch touched, so collect recomputes exactly those rollup buckets without scanning samples.
 // - rollup_1m/1h/1d hold exact aggregates of de-duplicated samples per epoch-aligned UTC bucket.
 //   A recompute inserts a new version of a bucket (ReplacingMergeTree(updated_at)); readers use FINAL.
+// - The rollups are partitioned by bucket time (ROLLUP_PARTITION_KEYS), so a fleet-wide window
+//   (top, anomalies) reads only its partitions: ordered by uuid first, an unpartitioned table was
+//   read whole for any window. A bucket's versions share a partition (the key is a function of
+//   t), so FINAL stays exact and collapses each partition on its own.
 
 /** Orders the copies of one sample so that the winner comes first (for LIMIT 1 BY): the identity rule above. */
 export const LATEST_COPY_FIRST = 'received_at DESC, batch_id DESC, line DESC';
 
 /** labels_raw (`key="value",…`, values escaped as in Prometheus' exposition format) as a map. */
 export const LABELS_MAP = `extractKeyValuePairsWithEscaping(labels_raw, '=', ',', '"')`;
+
+type RollupTable = (typeof ROLLUP_LEVELS)[number]['table'];
+
+/**
+ * Partition per rollup level, as system.tables spells it: 1 min by day, 1 h by week, 1 d by
+ * month (395 days of 1 min is ~400 partitions; a 24 h window reads one or two of them).
+ */
+export const ROLLUP_PARTITION_KEYS: Record<RollupTable, string> = {
+  rollup_1m: 'toDate(t)',
+  rollup_1h: 'toMonday(t)',
+  rollup_1d: 'toYYYYMM(t)',
+};
+
+/** The DDL of a rollup table (`table`'s layout) under the qualified name `name`. */
+export function rollupTableSql(name: string, table: RollupTable): string {
+  return `CREATE TABLE IF NOT EXISTS ${name} (
+      uuid LowCardinality(String),
+      metric_name LowCardinality(String),
+      hostname LowCardinality(String),
+      model_name LowCardinality(String),
+      t DateTime('UTC'),
+      count UInt64,
+      min Float64,
+      max Float64,
+      sum Float64,
+      last Float64,
+      last_ts DateTime64(3, 'UTC'),
+      updated_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(updated_at) PARTITION BY ${ROLLUP_PARTITION_KEYS[table]} ORDER BY (uuid, metric_name, t)`;
+}
 
 export function migrations(database: string): string[] {
   const db = database;
@@ -114,22 +148,7 @@ export function migrations(database: string): string[] {
     `CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${T.batchKeys}_mv TO ${db}.${T.batchKeys} AS
       SELECT toString(batch_id) AS batch_id, uuid, toStartOfMinute(timestamp) AS t, max(received_at) AS received_at
       FROM ${db}.${T.samples} GROUP BY batch_id, uuid, t`,
-    ...ROLLUP_LEVELS.map(
-      ({ table }) => `CREATE TABLE IF NOT EXISTS ${db}.${table} (
-      uuid LowCardinality(String),
-      metric_name LowCardinality(String),
-      hostname LowCardinality(String),
-      model_name LowCardinality(String),
-      t DateTime('UTC'),
-      count UInt64,
-      min Float64,
-      max Float64,
-      sum Float64,
-      last Float64,
-      last_ts DateTime64(3, 'UTC'),
-      updated_at DateTime64(3, 'UTC')
-    ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (uuid, metric_name, t)`,
-    ),
+    ...ROLLUP_LEVELS.map(({ table }) => rollupTableSql(`${db}.${table}`, table)),
     `CREATE TABLE IF NOT EXISTS ${db}.${T.rollupBackfills} (
       done_at DateTime64(3, 'UTC'),
       samples UInt64

@@ -13,9 +13,10 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { z } from 'zod';
 import { intVar } from './config.ts';
 import { logSweep, sweepWorkQueues } from './janitor.ts';
-import { DEFAULT_RETENTION, migrations, retentionTtls, type Retention } from './migrations.ts';
+import { DEFAULT_RETENTION, migrations, retentionTtls, ROLLUP_PARTITION_KEYS, rollupTableSql, type Retention } from './migrations.ts';
 import { loggerFor } from './log.ts';
-import { BUCKETS, CLICKHOUSE_TABLES, CONSUMERS, STREAMS, SUBJECTS, kvStream } from './names.ts';
+import { BUCKETS, CLICKHOUSE_TABLES, CONSUMERS, ROLLUP_LEVELS, STREAMS, SUBJECTS, kvStream } from './names.ts';
+import { relayoutTable } from './relayout.ts';
 import { backfillRollups } from './rollups.ts';
 import { objectStream } from './object-store.ts';
 
@@ -179,6 +180,21 @@ export const retentionOf = (cfg: Pick<ProvisionConfig, 'RAW_RETENTION_DAYS' | 'R
 
 export async function provisionClickHouse(client: ClickHouseClient, database: string, retention: Retention = DEFAULT_RETENTION): Promise<void> {
   for (const statement of migrations(database)) await client.command({ query: statement });
+  // Rollup tables created before they were partitioned (CREATE … IF NOT EXISTS left them as they were).
+  for (const { table } of ROLLUP_LEVELS) {
+    const t0 = performance.now();
+    const done = await relayoutTable(client, {
+      database,
+      table,
+      partitionKey: ROLLUP_PARTITION_KEYS[table],
+      create: (name) => rollupTableSql(name, table),
+      version: 'updated_at',
+    });
+    if (done !== 'unchanged') {
+      const ms = Math.round(performance.now() - t0);
+      loggerFor('provision').info({ database, table, partition_key: ROLLUP_PARTITION_KEYS[table], done, ms }, 'rollup table moved to its partitioned layout');
+    }
+  }
   await backfillRollupsOnce(client, database);
   // MODIFY TTL only where it changed: the ALTER recomputes TTL information for every part.
   for (const { table, ttl } of retentionTtls(retention)) {

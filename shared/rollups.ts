@@ -71,7 +71,12 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
  * block finds nothing to collapse: skipping it measured 18–23 % less ClickHouse CPU per rollup
  * row (scratch driver, 10 × 100,000-sample batches, two alternating pairs). Readers use FINAL.
  */
-export const ROLLUP_INSERT_SETTINGS = { optimize_on_insert: 0 } as const;
+export const ROLLUP_INSERT_SETTINGS = {
+  optimize_on_insert: 0,
+  // The rollups are partitioned by bucket time: a batch of a long historical file touches one
+  // partition per day, which must not fail the recompute (the default limit is 100).
+  max_partitions_per_insert_block: '0',
+} as const;
 
 /** One INSERT … SELECT per level, finest first (run in this order: each reads the level below). */
 export const levelStatements = (scope: RollupScope, database?: string) => [

@@ -101,7 +101,7 @@ async function build(ch: ClickHouseClient): Promise<number> {
   t0 = performance.now();
   const raw = { count: 'count()', min: 'min(value)', max: 'max(value)', sum: 'sum(value)', last: 'argMax(value, timestamp)', lastTs: 'max(timestamp)' };
   const agg = { count: 'sum(count)', min: 'min(min)', max: 'max(max)', sum: 'sum(sum)', last: 'argMax(last, last_ts)', lastTs: 'max(last_ts)' };
-  const settings = { prefer_column_name_to_alias: 1 as const, optimize_aggregation_in_order: 1 as const };
+  const settings = { prefer_column_name_to_alias: 1 as const, optimize_aggregation_in_order: 1 as const, max_partitions_per_insert_block: '0' };
   for (let from = 0; from < GPUS; from += chunk) {
     const range = `uuid >= concat('GPU-bench-', leftPad(toString(${from}), 6, '0')) AND uuid < concat('GPU-bench-', leftPad(toString(${from + chunk}), 6, '0'))`;
     await ch.command({ query: rollupFrom(T.rollup1m, T.samples, 'toStartOfMinute', 'timestamp', raw, range), clickhouse_settings: settings });
