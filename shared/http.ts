@@ -15,8 +15,8 @@ export function sendJson(res: Res, status: number, body: unknown, headers: Recor
   sendJsonText(res, status, JSON.stringify(body), headers);
 }
 
-/** sendJson for a body already serialized (`payload` is JSON text). */
-export function sendJsonText(res: Res, status: number, payload: string, headers: Record<string, string> = {}): void {
+/** sendJson for a body already serialized (`payload` is JSON text, or its UTF-8 bytes). */
+export function sendJsonText(res: Res, status: number, payload: string | Buffer, headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(payload), ...headers });
   res.end(payload);

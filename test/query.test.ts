@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseEnv } from '../shared/config.ts';
 import { HttpError } from '../shared/http.ts';
@@ -333,15 +334,19 @@ describe('conditional answers', () => {
 
 describe('telemetry page text', () => {
   const row = (ts: string, metric: string, line: number) =>
-    `{"timestamp":"${ts}","metric_name":"${metric}","value":1,"gpu_id":"0","device":"nvidia0","uuid":"${UUID}","model_name":"m","hostname":"h",` +
+    `{"timestamp":"${ts}","metric_name":"${metric}","value":1,"gpu_id":"0","device":"nvidia0","uuid":"${UUID}","model_name":"m","hostname":"hôte-☃",` +
     `"container":"","pod":"","namespace":"","labels_raw":"","labels":{"batch_id":"x"},"batch_id":"up.0.0","line":${line}}`;
-  /** A client whose every query answers `text` (what ClickHouse streamed). */
-  const answering = (text: string) => ({ query: async () => ({ text: async () => text }) }) as unknown as ClickHouseClient;
+  /** A client whose every query answers `text` (what ClickHouse streamed), in 7-byte chunks: rows cross chunk edges. */
+  const answering = (text: string) => {
+    const bytes = Buffer.from(text);
+    const chunks = Array.from({ length: Math.ceil(bytes.length / 7) }, (_, i) => bytes.subarray(i * 7, i * 7 + 7));
+    return { exec: async () => ({ stream: Readable.from(chunks) }) } as unknown as ClickHouseClient;
+  };
   const rows = [row('2025-07-18T20:42:34.000Z', 'A', 2), row('2025-07-18T20:42:34.000Z', 'B', 3), row('2025-07-18T20:42:35.000Z', 'A', 4)];
 
   it('cuts batch_id and line off each row and takes the cursor from the last row of the page', async () => {
     const page = await telemetryPage(answering(rows.join('\n') + '\n'), { uuid: UUID }, { limit: 2 });
-    expect(page.data.map((d) => JSON.parse(d))).toEqual(rows.slice(0, 2).map((r) => {
+    expect(page.data.map((d) => JSON.parse(d.toString()))).toEqual(rows.slice(0, 2).map((r) => {
       const { batch_id: _b, line: _l, ...rest } = JSON.parse(r);
       return rest;
     }));

@@ -42,19 +42,24 @@ const READY_TIMEOUT_MS = 3000;
 
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
 
-/** A telemetry answer whose samples are JSON text (as ClickHouse wrote them). */
-interface TelemetryText {
+/** A telemetry answer whose samples are JSON bytes (as ClickHouse wrote them). */
+interface TelemetryBytes {
   uuid: string;
   filters: { start_time: string | null; end_time: string | null; metric: string | null; limit: number };
   count: number;
-  data: string[];
+  data: Buffer[];
   next_cursor: string | null;
 }
 
-/** The JSON text of a telemetry answer: what JSON.stringify gives for it with its samples parsed. */
-function telemetryJson(t: TelemetryText): string {
+const COMMA = Buffer.from(',');
+
+/** The JSON of a telemetry answer, as bytes: what JSON.stringify gives for it with its samples parsed. */
+function telemetryJson(t: TelemetryBytes): Buffer {
   const head = JSON.stringify({ uuid: t.uuid, filters: t.filters, count: t.count });
-  return `${head.slice(0, -1)},"data":[${t.data.join(',')}],"next_cursor":${JSON.stringify(t.next_cursor)}}`;
+  const pieces: Buffer[] = [Buffer.from(`${head.slice(0, -1)},"data":[`)];
+  t.data.forEach((row, i) => (i === 0 ? pieces.push(row) : pieces.push(COMMA, row)));
+  pieces.push(Buffer.from(`],"next_cursor":${JSON.stringify(t.next_cursor)}}`));
+  return Buffer.concat(pieces);
 }
 
 export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): HttpHandler & { close(): Promise<void> } {
@@ -90,8 +95,8 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
     if (denied) throw denied;
   };
 
-  /** One page of a GPU's samples, each sample still ClickHouse's JSON text (REST sends it as is). */
-  async function telemetryText(uuid: string, query: TelemetryQuery, signal?: AbortSignal): Promise<TelemetryText> {
+  /** One page of a GPU's samples, each sample still ClickHouse's JSON bytes (REST sends them as they are). */
+  async function telemetryBytes(uuid: string, query: TelemetryQuery, signal?: AbortSignal): Promise<TelemetryBytes> {
     checkWindow(query);
     const scope: CursorScope = { uuid, start: query.start_time, end: query.end_time, metric: query.metric };
     if (query.cursor && query.cursor.fingerprint !== cursorFingerprint(scope)) {
@@ -115,8 +120,8 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   // The answers, shared by the REST routes below and GraphQL (graphql.ts).
   const reads: Reads = {
     async telemetry(uuid: string, query: TelemetryQuery, signal?: AbortSignal) {
-      const t = await telemetryText(uuid, query, signal);
-      return { ...t, data: t.data.map((row) => JSON.parse(row) as SampleRow) };
+      const t = await telemetryBytes(uuid, query, signal);
+      return { ...t, data: t.data.map((row) => JSON.parse(row.toString()) as SampleRow) };
     },
 
     async summary(uuid: string, query: SummaryQuery, signal?: AbortSignal) {
@@ -147,7 +152,7 @@ export function createQueryHandler(cfg: QueryHandlerConfig, deps: QueryDeps): Ht
   async function telemetry(req: Req, res: Res, params: Record<string, string>, url: URL) {
     needRead(req);
     const { path, query } = validateRequest({ schema: gpuPathParams, values: params }, { schema: telemetryParams, url });
-    sendJsonText(res, 200, telemetryJson(await untilClientLeaves(res, (signal) => telemetryText(path.uuid, query, signal))));
+    sendJsonText(res, 200, telemetryJson(await untilClientLeaves(res, (signal) => telemetryBytes(path.uuid, query, signal))));
   }
 
   async function summary(req: Req, res: Res, params: Record<string, string>, url: URL) {

@@ -62,13 +62,30 @@ export function rows<T>(
 /** Runs a read with the API's settings (JSON numbers, ISO timestamps) and one retry on a closed connection. */
 export const selectRows = rows;
 
-/** The rows of a read as ClickHouse wrote them: one JSON object's text per row, unparsed. */
-export function jsonLines(client: ClickHouseClient, query: string, params: Record<string, unknown>, signal?: AbortSignal, settings = SETTINGS): Promise<string[]> {
-  return select(client, query, params, signal, settings, async (result) => {
-    const text = await result.text();
-    // Every row ends with a newline; strings inside never hold a raw one (JSON escapes it).
-    return text === '' ? [] : text.slice(0, text.endsWith('\n') ? -1 : undefined).split('\n');
-  });
+/**
+ * The rows of a read as ClickHouse wrote them: each row's JSON bytes, neither decoded nor parsed
+ * (views into one buffer of the whole answer, which the caller may change in place). With one
+ * retry on a closed connection.
+ */
+export function jsonLineBytes(client: ClickHouseClient, query: string, params: Record<string, unknown>, signal?: AbortSignal, settings = SETTINGS): Promise<Buffer[]> {
+  return retryRead(async () => {
+    const { stream } = await client.exec({ query: `${query}\nFORMAT JSONEachRow`, query_params: params, clickhouse_settings: settings, abort_signal: signal });
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+    return splitLines(Buffer.concat(chunks));
+  }, signal);
+}
+
+/** `text` cut at each newline (the last line's may be missing); strings inside JSON never hold a raw one. */
+export function splitLines(text: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  for (let from = 0; from < text.length; ) {
+    const nl = text.indexOf(10, from);
+    const end = nl < 0 ? text.length : nl;
+    lines.push(text.subarray(from, end));
+    from = end + 1;
+  }
+  return lines;
 }
 
 export async function gpuExists(client: ClickHouseClient, uuid: string, signal?: AbortSignal): Promise<boolean> {
@@ -125,27 +142,30 @@ export interface SampleRow {
   labels: Record<string, string>;
 }
 
-/** A page of samples: each sample's JSON text (a SampleRow), and the key of its last row when more follow. */
+/** A page of samples: each sample's JSON bytes (a SampleRow), and the key of its last row when more follow. */
 export interface SamplePage {
-  data: string[];
+  data: Buffer[];
   next?: CursorKey;
 }
 
-// The page's rows go out as ClickHouse wrote them (no parse, no re-serialisation: this was most of
-// the query process's time on a 1,000-row page). Each row is `{<SampleRow keys>,"batch_id":…,"line":…}`;
+// The page's rows go out as the bytes ClickHouse wrote (no parse, no re-serialisation, and no
+// decode to a string and encode back: each was most of the query process's time on a 1,000-row
+// page in turn). Each row is `{<SampleRow keys>,"batch_id":…,"line":…}`;
 // the answer cuts that private tail. It is the last key pair: escaped strings never hold `,"` + key
 // + `":` unescaped before it (a label named batch_id sits inside labels, earlier in the row), so the
 // last occurrence is the column.
-const ROW_HEAD = '{"timestamp":';
-const PRIVATE_TAIL = ',"batch_id":';
+const ROW_HEAD = Buffer.from('{"timestamp":');
+const PRIVATE_TAIL = Buffer.from(',"batch_id":');
+const CLOSE_BRACE = 0x7d;
 
-function publicSampleJson(row: string): string {
+/** Where a sample row's private tail starts; throws on anything that is not a sample row. */
+function privateTailAt(row: Buffer): number {
   const cut = row.lastIndexOf(PRIVATE_TAIL);
-  if (!row.startsWith(ROW_HEAD) || cut < 0 || !row.endsWith('}')) {
+  if (cut < 0 || row.compare(ROW_HEAD, 0, ROW_HEAD.length, 0, ROW_HEAD.length) !== 0 || row[row.length - 1] !== CLOSE_BRACE) {
     // Not a sample row (e.g. an exception ClickHouse wrote into the stream): never pass it on.
-    throw new Error(`unexpected row from ClickHouse: ${row.slice(0, 120)}`);
+    throw new Error(`unexpected row from ClickHouse: ${row.subarray(0, 120).toString()}`);
   }
-  return `${row.slice(0, cut)}}`;
+  return cut;
 }
 
 /** ClickHouse output settings under which a row's text is what JSON.stringify gives for its parsed value. */
@@ -175,7 +195,7 @@ export async function telemetryPage(
       AND (timestamp, metric_name) > (fromUnixTimestamp64Milli({after_ts:Int64}, 'UTC'), {after_metric:String})`;
     Object.assign(params, { after_ts: clamp(page.after.ts), after_metric: page.after.metric });
   }
-  const lines = await jsonLines(
+  const lines = await jsonLineBytes(
     client,
     // value + 0: a stored -0 answers 0, as JSON.stringify writes it.
     // labels (an ALIAS of labels_raw) is parsed in the outer query, for the page's rows only, not
@@ -196,13 +216,21 @@ export async function telemetryPage(
     signal,
     SAMPLE_SETTINGS,
   );
-  // Every line is checked, the extra one too: text() does not look for an exception ClickHouse
-  // appends to a stream that failed late, so such a tail must fail the page, not make a cursor.
-  const data = lines.map(publicSampleJson).slice(0, page.limit);
-  if (lines.length <= page.limit) return { data };
-  // Only the cursor's row is parsed.
-  const last = JSON.parse(lines[page.limit - 1]) as { timestamp: string; metric_name: string; batch_id: string; line: number };
-  return { data, next: { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line } };
+  // Every line is checked, the extra one too: ClickHouse may append an exception to a stream that
+  // failed late, and such a tail must fail the page, not make a cursor.
+  const cuts = lines.map(privateTailAt);
+  let next: CursorKey | undefined;
+  if (lines.length > page.limit) {
+    // Only the cursor's row is parsed (before its tail is cut below).
+    const last = JSON.parse(lines[page.limit - 1].toString()) as { timestamp: string; metric_name: string; batch_id: string; line: number };
+    next = { ts: Date.parse(last.timestamp), metric: last.metric_name, batch: last.batch_id, line: last.line };
+  }
+  // The tail's leading comma becomes the closing brace, in place: the row without batch_id and line.
+  const data = lines.slice(0, page.limit).map((row, i) => {
+    row[cuts[i]] = CLOSE_BRACE;
+    return row.subarray(0, cuts[i] + 1);
+  });
+  return next ? { data, next } : { data };
 }
 
 export interface MetricSummaryRow {
