@@ -95,8 +95,11 @@ describe('ingest worker drain on SIGTERM', () => {
     const w = await startIngest();
     await waitFor(async () => (await status(id)).state === 'failed', 'upload failed', 20_000, 100);
     expect((await status(id)).error).toMatch(/0 of \d+ chunks stored/);
-    const c = await ingestConsumer();
-    expect({ pending: c.num_pending, ackPending: c.num_ack_pending }).toEqual({ pending: 0, ackPending: 0 });
+    // The failed state is saved before the part is acked: wait for the ack to reach the server.
+    await waitFor(async () => {
+      const c = await ingestConsumer();
+      return c.num_pending === 0 && c.num_ack_pending === 0;
+    }, 'part acked', 10_000, 50);
     const r = await sigterm(w);
     expect(r).toMatchObject({ code: 0, signal: null });
     expect(r.ms).toBeLessThan(5000);
