@@ -4,7 +4,7 @@ import { CloudEvent } from 'cloudevents';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseEnv } from '../shared/config.ts';
-import { BUCKETS } from '../shared/names.ts';
+import { BUCKETS, STREAMS } from '../shared/names.ts';
 import { objectInfo, putObject } from '../shared/object-store.ts';
 import { decompressPart, isCompressedPart } from '../shared/part-object.ts';
 import { partResult, type UploadedPart } from '../shared/schemas.ts';
@@ -12,6 +12,8 @@ import { zstdCompress, zstdDecompress, zstdReady } from '../shared/zstd.ts';
 import { ingestEnv } from '../functions/ingest/config.ts';
 import { createIngestHandler } from '../functions/ingest/index.ts';
 import { repoRoot, startStack, type Stack } from './local/stack.ts';
+import { decodeSampleBatch } from './support/batch.ts';
+import { fixtureRows } from './support/fixtures.ts';
 
 // Upload parts cross the object store as one zstd frame each (shared/part-object.ts): the stored
 // object is marked, much smaller than the part, readable by nats.js's own object store client
@@ -80,6 +82,28 @@ describe('compressed part objects', () => {
     expect(isCompressedPart((await objectInfo(nc, BUCKETS.objects, object))!)).toBe(false);
     await ingest()(partEvent('legacy', object, BODY.length));
     expect(await resultOf('legacy')).toMatchObject({ state: 'done', accepted: 2470, rejected: 0 });
+  }, 60_000);
+
+  it('inflates each compressed part into the buffer the last one used: a short part after a long one is only its own rows', async () => {
+    const handle = ingest();
+    const lines = BODY.toString('utf8').split('\n').filter((l) => l !== '');
+    const long = Buffer.concat([BODY, BODY]);
+    const short = Buffer.from(`${lines.slice(-100).join('\n')}\n`);
+    const jsm = await nc.jetstreamManager();
+    const firstSeq = (await jsm.streams.info(STREAMS.telemetry)).state.last_seq + 1;
+    for (const [id, body] of [['reuse-long', long], ['reuse-short', short]] as const) {
+      await putObject(nc, BUCKETS.objects, `${id}/a1/part-00000`, [zstdCompress(body, 1)], { headers: { 'Content-Encoding': ['zstd'] } });
+      await handle(partEvent(id, `${id}/a1/part-00000`, body.length));
+    }
+    expect(await resultOf('reuse-long')).toMatchObject({ state: 'done', accepted: 4940, rejected: 0 });
+    expect(await resultOf('reuse-short')).toMatchObject({ state: 'done', accepted: 100, rejected: 0 });
+    const stored = [];
+    for (let seq = firstSeq; seq <= (await jsm.streams.info(STREAMS.telemetry)).state.last_seq; seq++) {
+      stored.push(...decodeSampleBatch((await jsm.streams.getMessage(STREAMS.telemetry, { seq })).data).filter((r) => r.upload_id === 'reuse-short'));
+    }
+    expect(stored.map((r) => [r.line, r.uuid, r.metric_name, r.value])).toEqual(
+      fixtureRows().slice(-100).map((f, i) => [i + 2, f.uuid, f.metric_name, Number(f.value)]),
+    );
   }, 60_000);
 
   it('fails a compressed part whose frame is not the announced part, without retrying it', async () => {

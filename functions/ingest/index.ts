@@ -101,7 +101,7 @@ class PartContentError extends Error {}
 
 /**
  * The CSV of a compressed part (shared/part-object.ts): its frame read whole into the scratch part
- * buffer (as an uncompressed part is), then inflated into a buffer of its own.
+ * buffer (as an uncompressed part is), then inflated into the scratch's second buffer.
  */
 async function inflatedPart(stored: Readable, scratch: PartScratch, object: ObjectInfo, bytes: number): Promise<Buffer> {
   let frame: Buffer;
@@ -110,11 +110,19 @@ async function inflatedPart(stored: Readable, scratch: PartScratch, object: Obje
   } finally {
     stored.destroy();
   }
+  let content: Buffer;
   try {
-    return await decompressPart(frame, bytes);
+    content = await decompressPart(frame, bytes);
   } catch (e) {
     throw new PartContentError(`${object.name} ${e instanceof Error ? e.message : String(e)}`);
   }
+  // zstd hands back a fresh buffer per part. Kept while the part is scanned, it was promoted and
+  // freed only by a full GC, which V8 starts after ≈ 64 MiB of such garbage: ingest's RSS grew
+  // with the upload. Copied into the scratch and dropped at once, it dies young instead (freed by
+  // the next scavenge).
+  if (content.length > scratch.inflated.length) scratch.inflated = Buffer.allocUnsafe(Math.ceil(content.length / 1024 ** 2) * 1024 ** 2);
+  content.copy(scratch.inflated);
+  return scratch.inflated.subarray(0, content.length);
 }
 
 /**
@@ -124,6 +132,8 @@ async function inflatedPart(stored: Readable, scratch: PartScratch, object: Obje
  */
 export class PartScratch {
   bytes = Buffer.allocUnsafe(0);
+  /** A compressed part's content (`bytes` holds its frame). */
+  inflated = Buffer.allocUnsafe(0);
   readonly scan = new ScanScratch();
   encoder?: SampleBatchEncoder;
 }
