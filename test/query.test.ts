@@ -360,5 +360,7 @@ describe('telemetry page text', () => {
     await expect(telemetryPage(answering(rows.join('\n') + exception), { uuid: UUID }, { limit: 2 })).rejects.toThrow(/unexpected row/);
     await expect(telemetryPage(answering(rows.join('\n') + exception), { uuid: UUID }, { limit: 10 })).rejects.toThrow(/unexpected row/);
     await expect(telemetryPage(answering(rows[0].slice(0, 80) + '\n'), { uuid: UUID }, { limit: 10 })).rejects.toThrow(/unexpected row/);
+    // Shorter than a row's head, yet holding the private tail's marker.
+    await expect(telemetryPage(answering(',"batch_id":\n'), { uuid: UUID }, { limit: 10 })).rejects.toThrow(/unexpected row/);
   });
 });

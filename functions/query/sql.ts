@@ -161,7 +161,7 @@ const CLOSE_BRACE = 0x7d;
 /** Where a sample row's private tail starts; throws on anything that is not a sample row. */
 function privateTailAt(row: Buffer): number {
   const cut = row.lastIndexOf(PRIVATE_TAIL);
-  if (cut < 0 || row.compare(ROW_HEAD, 0, ROW_HEAD.length, 0, ROW_HEAD.length) !== 0 || row[row.length - 1] !== CLOSE_BRACE) {
+  if (cut < 0 || !row.subarray(0, ROW_HEAD.length).equals(ROW_HEAD) || row[row.length - 1] !== CLOSE_BRACE) {
     // Not a sample row (e.g. an exception ClickHouse wrote into the stream): never pass it on.
     throw new Error(`unexpected row from ClickHouse: ${row.subarray(0, 120).toString()}`);
   }
