@@ -120,7 +120,7 @@ async function inflatedPart(stored: Readable, scratch: PartScratch, object: Obje
   // freed only by a full GC, which V8 starts after ≈ 64 MiB of such garbage: ingest's RSS grew
   // with the upload. Copied into the scratch and dropped at once, it dies young instead (freed by
   // the next scavenge).
-  if (content.length > scratch.inflated.length) scratch.inflated = Buffer.allocUnsafe(Math.ceil(content.length / 1024 ** 2) * 1024 ** 2);
+  scratch.inflated = atLeast(scratch.inflated, content.length);
   content.copy(scratch.inflated);
   return scratch.inflated.subarray(0, content.length);
 }
@@ -138,6 +138,9 @@ export class PartScratch {
   encoder?: SampleBatchEncoder;
 }
 
+/** `buffer` if it holds `bytes`, else a new one rounded up to whole MiB (the next part of about that size fits). */
+const atLeast = (buffer: Buffer<ArrayBuffer>, bytes: number): Buffer<ArrayBuffer> => (bytes > buffer.length ? Buffer.allocUnsafe(Math.ceil(bytes / 1024 ** 2) * 1024 ** 2) : buffer);
+
 /**
  * The whole part in one buffer (a part is UPLOAD_PART_BYTES, 8 MiB by default, plus the rest of
  * its last record). With the stored object's size known the buffer is allocated once, before the
@@ -147,7 +150,7 @@ export class PartScratch {
 async function readPart(input: Readable | Buffer, scratch: PartScratch, sizeHint = 0): Promise<Buffer> {
   // An inflated part is already whole: used as it is, not copied.
   if (Buffer.isBuffer(input)) return input;
-  if (sizeHint > scratch.bytes.length) scratch.bytes = Buffer.allocUnsafe(Math.ceil(sizeHint / 1024 ** 2) * 1024 ** 2);
+  scratch.bytes = atLeast(scratch.bytes, sizeHint);
   let size = 0;
   // pipe()-free read: an error of the source (e.g. a corrupt stored part) rejects here.
   for await (const data of input) {
