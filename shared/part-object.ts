@@ -1,6 +1,6 @@
 import type { ObjectInfo } from './object-store.ts';
 import { startsAs } from './content-encoding.ts';
-import { zstdCompress, zstdDecompress, zstdReady } from './zstd.ts';
+import { zstdCompress, zstdDecompressInto, zstdReady } from './zstd.ts';
 
 // How the upload stores a CSV part in the object store and ingest reads it back: one zstd frame
 // (level 1) of the part's bytes, marked by the object's `Content-Encoding: zstd` header (ADR-20
@@ -31,16 +31,22 @@ export async function compressPart(chunks: Buffer[]): Promise<Buffer> {
   return zstdCompress(joined.subarray(0, at), 1);
 }
 
-/** The CSV bytes of a compressed part; throws if the frame is not one or not `bytes` long. */
-export async function decompressPart(stored: Buffer, bytes: number): Promise<Buffer> {
+/**
+ * The CSV bytes of a compressed part, inflated into `into` when it is large enough (ingest reuses
+ * one buffer from part to part: see zstdDecompressInto); throws if the frame is not one or not
+ * `bytes` long.
+ */
+export async function decompressPart(stored: Buffer, bytes: number, into?: Buffer): Promise<Buffer> {
   await zstdReady();
-  let content: Buffer;
+  // One byte more than announced, so a longer content is told apart from a corrupt frame.
+  const target = into && into.length > bytes ? into.subarray(0, bytes + 1) : Buffer.allocUnsafe(bytes + 1);
+  let length: number;
   try {
     if (!startsAs(stored, PART_ENCODING)) throw new Error('no zstd magic');
-    content = zstdDecompress(stored);
+    length = zstdDecompressInto(stored, target);
   } catch {
-    throw new Error('is not a valid zstd frame');
+    throw new Error(`is not a valid zstd frame of at most ${bytes + 1} bytes`);
   }
-  if (content.length !== bytes) throw new Error(`holds ${content.length} bytes, not the ${bytes} announced`);
-  return content;
+  if (length !== bytes) throw new Error(`holds ${length} bytes, not the ${bytes} announced`);
+  return target.subarray(0, length);
 }

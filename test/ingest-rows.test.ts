@@ -131,6 +131,23 @@ describe('SampleBatchEncoder', () => {
     expect(decodeSampleBatch(frame)).toEqual(decodeSampleBatch(block));
   });
 
+  it('finishes into one reused buffer the same block as finish() gives', () => {
+    const e = new SampleBatchEncoder('up-9', 'up-9.0.0', 7, 1);
+    const samples = fixtureSamples();
+    for (const { sample, line } of samples.slice(0, 50)) e.add(sample, sample.timestamp, line);
+    const fresh = e.finish();
+    const first = e.finishReused();
+    expect(first.equals(fresh)).toBe(true);
+    // A smaller batch next: written over the same memory, decoded as itself.
+    e.restart('up-9.0.1');
+    for (const { sample, line } of samples.slice(50, 53)) e.add(sample, sample.timestamp, line);
+    const second = e.finishReused();
+    expect(second.buffer).toBe(first.buffer);
+    expect(second.byteOffset).toBe(first.byteOffset);
+    expect(second.equals(e.finish())).toBe(true);
+    expect(decodeSampleBatch(second).map((r) => [r.batch_id, r.line])).toEqual(samples.slice(50, 53).map(({ line }) => ['up-9.0.1', line]));
+  });
+
   it('starts over for the next batch and gives an empty block for no rows', () => {
     const e = new SampleBatchEncoder('up-9', 'up-9.0.0', 0, 1);
     for (const { sample, line } of fixtureSamples().slice(0, 3)) e.add(sample, sample.timestamp, line);

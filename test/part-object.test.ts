@@ -8,7 +8,7 @@ import { BUCKETS, STREAMS } from '../shared/names.ts';
 import { objectInfo, putObject } from '../shared/object-store.ts';
 import { decompressPart, isCompressedPart } from '../shared/part-object.ts';
 import { partResult, type UploadedPart } from '../shared/schemas.ts';
-import { zstdCompress, zstdDecompress, zstdReady } from '../shared/zstd.ts';
+import { zstdCompress, zstdDecompress, zstdDecompressInto, zstdReady } from '../shared/zstd.ts';
 import { ingestEnv } from '../functions/ingest/config.ts';
 import { createIngestHandler } from '../functions/ingest/index.ts';
 import { repoRoot, startStack, type Stack } from './local/stack.ts';
@@ -106,6 +106,19 @@ describe('compressed part objects', () => {
     );
   }, 60_000);
 
+  it('inflates a frame into a larger reused buffer, and refuses garbage or a content that does not fit', () => {
+    const frame = zstdCompress(BODY, 1);
+    const target = Buffer.alloc(BODY.length + 100, 0xee);
+    expect(zstdDecompressInto(frame, target)).toBe(BODY.length);
+    expect(target.subarray(0, BODY.length).equals(BODY)).toBe(true);
+    expect(target[BODY.length]).toBe(0xee);
+    const short = BODY.subarray(0, 10);
+    expect(zstdDecompressInto(zstdCompress(short, 1), target)).toBe(10);
+    expect(target.subarray(0, 10).equals(short)).toBe(true);
+    expect(() => zstdDecompressInto(Buffer.from('not a zstd frame'), target)).toThrow('not a valid frame');
+    expect(() => zstdDecompressInto(frame, Buffer.alloc(BODY.length - 1))).toThrow('larger than the target');
+  });
+
   it('fails a compressed part whose frame is not the announced part, without retrying it', async () => {
     const object = 'broken/a1/part-00000';
     // A valid digest over bytes that are not a zstd frame.
@@ -113,7 +126,7 @@ describe('compressed part objects', () => {
     await ingest()(partEvent('broken', object, BODY.length));
     const r = await resultOf('broken');
     expect(r.state).toBe('failed');
-    expect(r.error).toBe(`stored part ${object} is not a valid zstd frame`);
+    expect(r.error).toBe(`stored part ${object} is not a valid zstd frame of at most ${BODY.length + 1} bytes`);
     await expect(decompressPart(Buffer.alloc(0), 1)).rejects.toThrow('is not a valid zstd frame');
     // A valid frame of another size than the upload announced.
     const frame = zstdCompress(BODY, 1);

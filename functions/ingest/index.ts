@@ -12,6 +12,7 @@ import { publishSampleBatch, type SampleBatchEncoder } from '../../shared/sample
 import { sharedNats } from '../../shared/nats.ts';
 import { deleteObject, getObject, ObjectIncompleteError, objectInfo, type ObjectInfo } from '../../shared/object-store.ts';
 import { decompressPart, isCompressedPart } from '../../shared/part-object.ts';
+import { zstdReady } from '../../shared/zstd.ts';
 import { headerProblem, partResult, uploadedPart, type PartResult, type UploadedPart } from '../../shared/schemas.ts';
 import { PermanentError } from '../../shared/worker.ts';
 import { ingestEnv, type IngestConfig } from './config.ts';
@@ -110,19 +111,16 @@ async function inflatedPart(stored: Readable, scratch: PartScratch, object: Obje
   } finally {
     stored.destroy();
   }
-  let content: Buffer;
+  // Inflated straight into the scratch's second buffer, reused from part to part: a new buffer
+  // per part, kept while the part is scanned, was promoted and freed only by a full GC (ingest's
+  // RSS grew with the upload), and filling fresh memory costs a page fault per 4 KiB here
+  // (shared/zstd.ts).
+  scratch.inflated = atLeast(scratch.inflated, bytes + 1);
   try {
-    content = await decompressPart(frame, bytes);
+    return await decompressPart(frame, bytes, scratch.inflated);
   } catch (e) {
     throw new PartContentError(`${object.name} ${e instanceof Error ? e.message : String(e)}`);
   }
-  // zstd hands back a fresh buffer per part. Kept while the part is scanned, it was promoted and
-  // freed only by a full GC, which V8 starts after ≈ 64 MiB of such garbage: ingest's RSS grew
-  // with the upload. Copied into the scratch and dropped at once, it dies young instead (freed by
-  // the next scavenge).
-  scratch.inflated = atLeast(scratch.inflated, content.length);
-  content.copy(scratch.inflated);
-  return scratch.inflated.subarray(0, content.length);
 }
 
 /**
@@ -197,6 +195,7 @@ export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: R
     if (!Buffer.isBuffer(input)) input.destroy();
   }
   const indexes = columnIndexes(data.header);
+  await zstdReady(); // batches are compressed as they are finished (PartOutput.flush)
   const out = new PartOutput(cfg, data, publish, scratch.encoder);
   scratch.encoder = out.encoder;
   const scanned = scanCsv(bytes, scratch.scan);
