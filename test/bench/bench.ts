@@ -1,4 +1,4 @@
-// npm run bench [-- --rows N --ingest N --collect N --runs N]
+// npm run bench [-- --rows N --ingest N --collect N --runs N --shape fleets|series --timeline]
 // Measures, in one run on one ClickHouse engine:
 //  (a) baseline: ClickHouse parsing the CSV itself — INSERT … FORMAT CSVWithNames of the file
 //      into a table shaped like `samples` (same order key, codecs and columns; `labels` an ALIAS there as in `samples`);
@@ -29,6 +29,8 @@ const { values } = parseArgs({
     /** fleets (default): distinct GPUs per copy; series: the same GPUs, 10 s later (generate.ts). */
     shape: { type: 'string', default: 'fleets' },
     keep: { type: 'boolean', default: false },
+    /** Print each stage's CPU use second by second during (b): which stage is the critical path when. */
+    timeline: { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
   },
 });
@@ -102,12 +104,38 @@ async function run(ch: ClickHouseClient, stack: Stack, csv: string, rows: number
   const stageCpu = (s: Stage) => pids[s].reduce((n, pid) => n + cpuSeconds(pid), 0);
   const before = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
   const t0 = Date.now();
-  const status = await uploadFile(csv, { url: stack.uploadUrl, wait: true, pollMs: 200, out: process.stderr });
+  const timeline = values.timeline ? sampleTimeline(stageCpu, t0) : undefined;
+  const status = await uploadFile(csv, { url: stack.uploadUrl, wait: true, pollMs: 200, out: process.stderr }).finally(() => timeline?.stop());
   const pipelineSec = (Date.now() - t0) / 1000;
   const cpu = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s) - before[s]])) as Record<Stage, number>;
   const stored = await count(ch, 'SELECT count() AS n FROM telemetry.samples');
   if (status.state !== 'done' || stored !== rows) throw new Error(`pipeline ended ${status.state} with ${stored} rows stored, expected ${rows}`);
   return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu };
+}
+
+/**
+ * Every second of (b), each stage's share of one core (100 = one core busy), printed when the run
+ * ends: shows when ClickHouse, not the functions, is what the pipeline waits for.
+ */
+function sampleTimeline(stageCpu: (s: Stage) => number, t0: number): { stop(): void } {
+  const rows: string[] = [];
+  let last = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
+  let lastAt = Date.now();
+  const timer = setInterval(() => {
+    const now = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
+    const sec = (Date.now() - lastAt) / 1000;
+    const shares = STAGES.map((s) => (100 * (now[s] - last[s])) / sec);
+    rows.push(`  ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s ${shares.map((x) => x.toFixed(0).padStart(11)).join('')} ${shares.reduce((a, b) => a + b, 0).toFixed(0).padStart(8)}`);
+    last = now;
+    lastAt = Date.now();
+  }, 1000);
+  return {
+    stop() {
+      clearInterval(timer);
+      console.log(`\nCPU by stage during (b), % of one core per second:\n  ${'time'.padStart(6)} ${STAGES.map((s) => s.padStart(11)).join('')} ${'all'.padStart(8)}`);
+      for (const row of rows) console.log(row);
+    },
+  };
 }
 
 function report(r: RunResult, stack: Stack): void {
