@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { inTouchedBuckets, touchedBucketsCte } from './batch-keys.ts';
+import { inTouchedBuckets, touchedBucketsCte, touchedSliceBoundsSql } from './batch-keys.ts';
 import { LATEST_COPY_FIRST } from './migrations.ts';
 import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 
@@ -10,15 +10,17 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 //   (received_at, batch_id, line): the later upload wins), rollup_1h from rollup_1m FINAL,
 //   rollup_1d from rollup_1h FINAL.
 // Collect's scope is the buckets its batches touched (shared/batch-keys.ts), so no step scans
-// samples beyond the touched (uuid, minute) keys and time range. A recompute writes a new version
+// samples beyond the touched (uuid, minute) keys and time range; a pass touching many keys runs
+// in uuid-hash slices (recomputeRollups). A recompute writes a new version
 // of each bucket (ReplacingMergeTree(updated_at = now64() at query start)): of two concurrent recomputes of one bucket, the one that started later saw
 // every insert committed before it and wins, so the result is exact whatever the interleaving.
 
 const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
 
 /**
- * Which buckets a statement rebuilds: those the batches `{ids}` touched, or every bucket of the
- * GPUs in one of `{chunks}` uuid-hash slices (`{chunk}`), which bounds a backfill's memory.
+ * Which buckets a statement rebuilds: those the batches `{ids}` touched by the GPUs in one uuid
+ * range [`{lo}`, `{hi}`), or every bucket of the GPUs in one of `{chunks}` uuid-hash slices
+ * (`{chunk}`), which bounds a backfill's memory.
  */
 export type RollupScope = 'batches' | 'chunk';
 
@@ -34,7 +36,7 @@ function inScope(scope: RollupScope, time: string, seconds: number): string {
 export function minuteRollupSql(scope: RollupScope = 'batches', database?: string): string {
   const { table, seconds } = ROLLUP_LEVELS[0];
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
-    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids')}` : ''}
+    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids', true)}` : ''}
     SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
       count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
     FROM (
@@ -57,7 +59,7 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
   const { table, seconds } = ROLLUP_LEVELS[level];
   const below = named(ROLLUP_LEVELS[level - 1].table, database);
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
-    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids')}` : ''}
+    ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids', true)}` : ''}
     SELECT uuid, metric_name, argMax(hostname, last_ts), argMax(model_name, last_ts),
       toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS bucket,
       sum(count), min(min), max(max), sum(sum), argMax(last, last_ts), max(last_ts), now64(3)
@@ -86,11 +88,41 @@ export const levelStatements = (scope: RollupScope, database?: string) => [
   ...ROLLUP_LEVELS.slice(1).map((_, i) => coarserRollupSql(i + 1, scope, database)),
 ];
 
-/** Recomputes every rollup bucket the given (stored) batches touched, finest level first. */
-export async function recomputeRollups(ch: ClickHouseClient, batchIds: string[]): Promise<void> {
+/**
+ * (uuid, minute) keys one recompute statement covers at most (≈ 10 samples each for DCGM's 10
+ * metrics per scrape). Per sample, a recompute costs more as its GROUP BY grows: `npm run
+ * bench:rollups` (2026-11-23), GPUs with one sample per metric (`fleets`), three levels, ClickHouse
+ * µs per sample: 6.6 for 100,000-sample statements, 7.6 for 200,000, 8.7 for 500,000 and 9.2 for
+ * 1,000,000. A pass of ten such batches (`--coalesce 10`), three alternated pairs: 10.2, 10.9,
+ * 12.1 in one statement per level against 7.7, 9.6, 8.7 in slices of this size. Slicing by GPU
+ * keeps what a pass over many fetches saves on live data (a slice still reads each GPU's minutes
+ * and hours once for all of the pass's fetches: `series` 1.6–1.7 µs per sample either way).
+ */
+export const ROLLUP_KEYS_PER_STATEMENT = 32_768;
+
+/**
+ * The uuid ranges a recompute of `batchIds` runs in, as the query parameters `lo` and `hi` of
+ * its statements (in uuid order; empty when the batches touched nothing).
+ */
+export async function rollupSlices(ch: ClickHouseClient, batchIds: string[], keysPerStatement = ROLLUP_KEYS_PER_STATEMENT): Promise<{ lo: string; hi: string }[]> {
+  const rs = await ch.query({ query: touchedSliceBoundsSql('ids'), query_params: { ids: batchIds, per: keysPerStatement }, format: 'JSONEachRow' });
+  const bounds = (await rs.json<{ lo: string }>()).map((r) => r.lo);
+  return bounds.map((lo, i) => ({ lo, hi: bounds[i + 1] ?? '' }));
+}
+
+/**
+ * Recomputes every rollup bucket the given (stored) batches touched, finest level first, in
+ * slices of GPUs (contiguous uuid ranges) of about `keysPerStatement` (uuid, minute) keys: every
+ * level of a slice before the next (a slice holds whole GPUs, so each bucket is rebuilt from all
+ * its rows). Ranges, not hash slices: a hash slice's GPUs are spread over the whole key range, so
+ * each statement read nearly every granule again (measured: slower than no slicing).
+ */
+export async function recomputeRollups(ch: ClickHouseClient, batchIds: string[], keysPerStatement = ROLLUP_KEYS_PER_STATEMENT): Promise<void> {
   if (batchIds.length === 0) return;
-  for (const query of levelStatements('batches')) {
-    await ch.command({ query, query_params: { ids: batchIds }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
+  for (const slice of await rollupSlices(ch, batchIds, keysPerStatement)) {
+    for (const query of levelStatements('batches')) {
+      await ch.command({ query, query_params: { ids: batchIds, ...slice }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { clickhouseEnv, intVar, natsEnv, workerEnv } from '../../shared/config.ts';
+import { ROLLUP_KEYS_PER_STATEMENT } from '../../shared/rollups.ts';
 
 export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.shape).extend({
   /** Rows per INSERT; one INSERT is one block and one part, so it is stored atomically. */
@@ -25,5 +26,7 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
   COLLECT_ROLLUP_MAX_ROWS: intVar(1_000_000, 1, 5_000_000),
   COLLECT_ROLLUP_MAX_EVENTS: intVar(200, 1, 200),
   COLLECT_ROLLUP_MAX_WAIT_MS: intVar(500, 100, 60_000),
+  /** (uuid, minute) keys one recompute statement covers at most; a pass runs in slices of GPUs (shared/rollups.ts). */
+  COLLECT_ROLLUP_KEYS_PER_STATEMENT: intVar(ROLLUP_KEYS_PER_STATEMENT, 1, 10_000_000),
 });
 export type CollectConfig = z.infer<typeof collectEnv>;

@@ -1,4 +1,4 @@
-// npx tsx test/bench/rollup-cost.ts [-- --batches 10 --rows 100000 --runs 2 --coalesce 1]
+// npx tsx test/bench/rollup-cost.ts [-- --batches 10 --rows 100000 --runs 2 --coalesce 1 --keys 16384]
 // What collect's rollup recompute costs ClickHouse, against storing the samples themselves, in
 // ClickHouse CPU µs per sample (the server process's /proc CPU time, so background merges that
 // run during a statement count against it). Per run and file shape, a fresh database gets
@@ -6,7 +6,8 @@
 // included, so the insert pays the labels map and every view as collect's INSERT does), each
 // followed by the three recompute statements exactly as collect runs them (shared/rollups.ts);
 // then the merges still running are waited for and reported on their own. `--coalesce K` runs
-// the recompute once per K batches, for all K (what a pass over several pending batches costs).
+// the recompute once per K batches, for all K (what a pass over several pending batches costs),
+// in slices of GPUs of about `--keys` (uuid, minute) keys per statement, as collect runs it.
 //   fleets: every batch its own GPUs, one sample per (GPU, metric): `npm run bench`'s default file,
 //           where every sample makes one new row in each level (the recompute's worst case);
 //   series: the same GPUs in every batch, 10 s apart (one scrape per batch, as remote write or a
@@ -15,7 +16,7 @@ import { parseArgs } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { provisionClickHouse } from '../../shared/provision.ts';
-import { levelStatements, ROLLUP_INSERT_SETTINGS } from '../../shared/rollups.ts';
+import { levelStatements, rollupSlices, ROLLUP_INSERT_SETTINGS, ROLLUP_KEYS_PER_STATEMENT } from '../../shared/rollups.ts';
 import { startClickHouse } from '../support/servers.ts';
 import { cpuSeconds } from './proc.ts';
 
@@ -25,6 +26,8 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '100000' },
     runs: { type: 'string', default: '2' },
     coalesce: { type: 'string', default: '1' },
+    /** (uuid, minute) keys per recompute statement, as collect slices a pass. */
+    keys: { type: 'string', default: String(ROLLUP_KEYS_PER_STATEMENT) },
   },
 });
 const BATCHES = Number(values.batches);
@@ -77,10 +80,16 @@ async function measure(shape: (typeof SHAPES)[number], db: string): Promise<numb
       cpu[0] += cpuSeconds(pid) - t;
       if ((b + 1) % COALESCE !== 0 && b !== BATCHES - 1) continue;
       const ids = Array.from({ length: b - Math.floor(b / COALESCE) * COALESCE + 1 }, (_, i) => `u${Math.floor(b / COALESCE) * COALESCE + i}.0.0`);
-      for (const [level, query] of statements.entries()) {
-        t = cpuSeconds(pid);
-        await ch.command({ query, query_params: { ids }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
-        cpu[level + 1] += cpuSeconds(pid) - t;
+      // As collect's recomputeRollups runs a pass (the query for the slices is charged to 1 m).
+      t = cpuSeconds(pid);
+      const slices = await rollupSlices(ch, ids, Number(values.keys));
+      cpu[1] += cpuSeconds(pid) - t;
+      for (const slice of slices) {
+        for (const [level, query] of statements.entries()) {
+          t = cpuSeconds(pid);
+          await ch.command({ query, query_params: { ids, ...slice }, clickhouse_settings: ROLLUP_INSERT_SETTINGS });
+          cpu[level + 1] += cpuSeconds(pid) - t;
+        }
       }
     }
     const t = cpuSeconds(pid);
