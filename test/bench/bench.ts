@@ -47,6 +47,8 @@ interface RunResult {
   ratio: number;
   /** CPU seconds per stage during (b), summed over its processes. */
   cpu: Record<Stage, number>;
+  /** CPU seconds of this process during (b): the CLI sending the file and polling its status (same machine, not a stage). */
+  clientCpu: number;
 }
 
 async function count(ch: ClickHouseClient, sql: string): Promise<number> {
@@ -103,14 +105,16 @@ async function run(ch: ClickHouseClient, stack: Stack, csv: string, rows: number
   const pids = stagePids(stack);
   const stageCpu = (s: Stage) => pids[s].reduce((n, pid) => n + cpuSeconds(pid), 0);
   const before = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
+  const client0 = process.cpuUsage();
   const t0 = Date.now();
   const timeline = values.timeline ? sampleTimeline(stageCpu, t0) : undefined;
   const status = await uploadFile(csv, { url: stack.uploadUrl, wait: true, pollMs: 200, out: process.stderr }).finally(() => timeline?.stop());
   const pipelineSec = (Date.now() - t0) / 1000;
+  const client = process.cpuUsage(client0);
   const cpu = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s) - before[s]])) as Record<Stage, number>;
   const stored = await count(ch, 'SELECT count() AS n FROM telemetry.samples');
   if (status.state !== 'done' || stored !== rows) throw new Error(`pipeline ended ${status.state} with ${stored} rows stored, expected ${rows}`);
-  return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu };
+  return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu, clientCpu: (client.user + client.system) / 1e6 };
 }
 
 /**
@@ -152,6 +156,7 @@ function report(r: RunResult, stack: Stack): void {
   }
   console.log(`  ${'pipeline'.padEnd(12)} ${''.padStart(4)} ${total.toFixed(1).padStart(7)} ${us(total).padStart(8)}   (${((total / r.pipelineSec / cpus().length) * 100).toFixed(0)}% of ${cpus().length} cores)`);
   console.log(`  ${'baseline (a)'.padEnd(12)} ${'1'.padStart(4)} ${r.baselineCpu.toFixed(1).padStart(7)} ${us(r.baselineCpu).padStart(8)}   ClickHouse alone`);
+  console.log(`  ${'client'.padEnd(12)} ${'1'.padStart(4)} ${r.clientCpu.toFixed(1).padStart(7)} ${us(r.clientCpu).padStart(8)}   the CLI sending the file and polling (same cores, not in the pipeline's CPU)`);
   console.log(`pipeline CPU / baseline CPU: ${(total / r.baselineCpu).toFixed(1)}×`);
   console.log(`rows/s per CPU core: ingest ${fmt(r.rows / r.cpu.ingest)}, collect ${fmt(r.rows / r.cpu.collect)} (collect + ClickHouse ${fmt(r.rows / (r.cpu.collect + r.cpu.clickhouse))})`);
   // ingest logs each part its scanner hands to csv-parse (functions/ingest/index.ts).
