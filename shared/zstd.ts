@@ -5,19 +5,12 @@ import { Module, compress, decompress, init } from '@bokuweb/zstd-wasm';
 // module writing into the memory it replaced (seen as batches of zeros): so one init per process.
 
 let ready: Promise<void> | undefined;
-let isReady = false;
 
 /** Resolves once zstd is usable; call before zstdCompress/zstdDecompress. */
 export const zstdReady = (): Promise<void> =>
-  (ready ??= init().then(
-    () => void (isReady = true),
-    (e: unknown) => {
-      throw new Error(`zstd could not be loaded (the bundles need zstd.wasm beside them, as npm run build puts it): ${e instanceof Error ? e.message : String(e)}`);
-    },
-  ));
-
-/** Whether zstdReady() has resolved (the synchronous functions below may be called). */
-export const zstdIsReady = (): boolean => isReady;
+  (ready ??= init().catch((e: unknown) => {
+    throw new Error(`zstd could not be loaded (the bundles need zstd.wasm beside them, as npm run build puts it): ${e instanceof Error ? e.message : String(e)}`);
+  }));
 
 /** One zstd frame of `body` at `level` (1: ≈ 0.8 µs per sample row). zstdReady() first. */
 export function zstdCompress(body: Uint8Array, level: number): Buffer {

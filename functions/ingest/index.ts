@@ -12,7 +12,6 @@ import { publishSampleBatch, type SampleBatchEncoder } from '../../shared/sample
 import { sharedNats } from '../../shared/nats.ts';
 import { deleteObject, getObject, ObjectIncompleteError, objectInfo, type ObjectInfo } from '../../shared/object-store.ts';
 import { decompressPart, isCompressedPart } from '../../shared/part-object.ts';
-import { zstdReady } from '../../shared/zstd.ts';
 import { headerProblem, partResult, uploadedPart, type PartResult, type UploadedPart } from '../../shared/schemas.ts';
 import { PermanentError } from '../../shared/worker.ts';
 import { ingestEnv, type IngestConfig } from './config.ts';
@@ -195,7 +194,6 @@ export async function ingestPart(cfg: IngestConfig, data: UploadedPart, input: R
     if (!Buffer.isBuffer(input)) input.destroy();
   }
   const indexes = columnIndexes(data.header);
-  await zstdReady(); // batches are compressed as they are finished (PartOutput.flush)
   const out = new PartOutput(cfg, data, publish, scratch.encoder);
   scratch.encoder = out.encoder;
   const scanned = scanCsv(bytes, scratch.scan);

@@ -1,6 +1,6 @@
 import type { PubAck } from 'nats';
 import { SampleBatchEncoder, compressBlock, type EncodedBatch } from '../../shared/sample-batch.ts';
-import { zstdIsReady } from '../../shared/zstd.ts';
+import { zstdReady } from '../../shared/zstd.ts';
 import type { PartResult, RejectReason, Sample, UploadedPart } from '../../shared/schemas.ts';
 import type { IngestConfig } from './config.ts';
 
@@ -58,11 +58,10 @@ export class PartOutput {
   async flush(): Promise<void> {
     const e = this.encoder;
     if (e.rows === 0) return;
-    // Compressed here, synchronously, so the encoder's reused block buffer can be refilled at once
-    // (before zstd is loaded, a new buffer that publish compresses).
-    const done: EncodedBatch = zstdIsReady()
-      ? { id: e.batchId, sourceId: this.data.uploadId, rows: e.rows, body: compressBlock(e.finishReused()), compressed: true }
-      : { id: e.batchId, sourceId: this.data.uploadId, rows: e.rows, body: e.finish() };
+    // Compressed here, right after finishReused(), so the encoder's reused block buffer can be
+    // refilled at once (nothing adds rows while flush is awaited).
+    await zstdReady();
+    const done: EncodedBatch = { id: e.batchId, sourceId: this.data.uploadId, rows: e.rows, body: compressBlock(e.finishReused()), compressed: true };
     e.restart(this.batchId(++this.seq));
     const p = this.publish(done);
     this.inFlight.add(p);
