@@ -248,9 +248,8 @@ export class SampleBatchEncoder {
 
   /** The batch as one Native block in a new buffer (uncompressed; publishSampleBatch compresses it). */
   finish(): Buffer {
-    const out = Buffer.allocUnsafe(this.blockSize());
-    this.writeBlock(out);
-    return out;
+    const layout = this.layout();
+    return this.writeBlock(Buffer.allocUnsafe(layout.size), layout);
   }
 
   /**
@@ -259,25 +258,25 @@ export class SampleBatchEncoder {
    * a page fault per 4 KiB (see shared/zstd.ts); ingest compresses every block this way.
    */
   finishReused(): Buffer {
-    const size = this.blockSize();
-    if (this.block.length < size) this.block = Buffer.allocUnsafe(Math.ceil((size * 1.25) / 65536) * 65536);
-    return this.writeBlock(this.block.subarray(0, size));
+    const layout = this.layout();
+    if (this.block.length < layout.size) this.block = Buffer.allocUnsafe(Math.ceil((layout.size * 1.25) / 65536) * 65536);
+    return this.writeBlock(this.block.subarray(0, layout.size), layout);
   }
 
-  private blockSize(): number {
-    const n = this.count;
-    let size = varintLength(16) + varintLength(n) + 8 * n * 3 + 4 * n + (lengthPrefixed(this.sourceId).length + lengthPrefixed(this.batchId).length) * n;
-    for (const h of Object.values(COLUMN_HEADERS)) size += h.length;
-    for (const t of this.text) size += t.pos;
-    return size;
-  }
-
-  /** Writes the block into `out` (exactly blockSize() bytes) and returns it. */
-  private writeBlock(out: Buffer): Buffer {
+  /** The block's size, and its two constant column values (each repeated on every row). */
+  private layout(): { size: number; upload: Buffer; batch: Buffer } {
     const n = this.count;
     const upload = lengthPrefixed(this.sourceId);
     const batch = lengthPrefixed(this.batchId);
-    const size = out.length;
+    let size = varintLength(16) + varintLength(n) + 8 * n * 3 + 4 * n + (upload.length + batch.length) * n;
+    for (const h of Object.values(COLUMN_HEADERS)) size += h.length;
+    for (const t of this.text) size += t.pos;
+    return { size, upload, batch };
+  }
+
+  /** Writes the block into `out` (exactly `layout.size` bytes) and returns it. */
+  private writeBlock(out: Buffer, { size, upload, batch }: { size: number; upload: Buffer; batch: Buffer }): Buffer {
+    const n = this.count;
     let pos = writeVarint(out, writeVarint(out, 0, 16), n);
     const header = (c: InsertColumn) => {
       pos += COLUMN_HEADERS[c].copy(out, pos);
