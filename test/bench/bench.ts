@@ -49,6 +49,18 @@ interface RunResult {
   cpu: Record<Stage, number>;
   /** CPU seconds of this process during (b): the CLI sending the file and polling its status (same machine, not a stage). */
   clientCpu: number;
+  /** ClickHouse's own counters (system.events) during (b): where the engine's CPU went. */
+  engine: Record<EngineEvent, number>;
+}
+
+/** system.events counters read around (b). */
+const ENGINE_EVENTS = ['InsertedRows', 'SelectedRows', 'MergedRows', 'MergeTotalMilliseconds', 'UserTimeMicroseconds', 'SystemTimeMicroseconds'] as const;
+type EngineEvent = (typeof ENGINE_EVENTS)[number];
+
+async function engineEvents(ch: ClickHouseClient): Promise<Record<EngineEvent, number>> {
+  const rs = await ch.query({ query: 'SELECT name, value FROM system.events WHERE name IN {names:Array(String)}', query_params: { names: ENGINE_EVENTS }, format: 'JSONEachRow' });
+  const got = new Map(((await rs.json()) as { name: string; value: string }[]).map((e) => [e.name, Number(e.value)]));
+  return Object.fromEntries(ENGINE_EVENTS.map((n) => [n, got.get(n) ?? 0])) as Record<EngineEvent, number>;
 }
 
 async function count(ch: ClickHouseClient, sql: string): Promise<number> {
@@ -105,6 +117,7 @@ async function run(ch: ClickHouseClient, stack: Stack, csv: string, rows: number
   const pids = stagePids(stack);
   const stageCpu = (s: Stage) => pids[s].reduce((n, pid) => n + cpuSeconds(pid), 0);
   const before = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s)])) as Record<Stage, number>;
+  const events0 = await engineEvents(ch);
   const client0 = process.cpuUsage();
   const t0 = Date.now();
   const timeline = values.timeline ? sampleTimeline(stageCpu, t0) : undefined;
@@ -112,9 +125,11 @@ async function run(ch: ClickHouseClient, stack: Stack, csv: string, rows: number
   const pipelineSec = (Date.now() - t0) / 1000;
   const client = process.cpuUsage(client0);
   const cpu = Object.fromEntries(STAGES.map((s) => [s, stageCpu(s) - before[s]])) as Record<Stage, number>;
+  const events1 = await engineEvents(ch);
+  const engine = Object.fromEntries(ENGINE_EVENTS.map((n) => [n, events1[n] - events0[n]])) as Record<EngineEvent, number>;
   const stored = await count(ch, 'SELECT count() AS n FROM telemetry.samples');
   if (status.state !== 'done' || stored !== rows) throw new Error(`pipeline ended ${status.state} with ${stored} rows stored, expected ${rows}`);
-  return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu, clientCpu: (client.user + client.system) / 1e6 };
+  return { rows, baselineSec: base.sec, baselineCpu: base.cpu, pipelineSec, ratio: base.sec / pipelineSec, cpu, clientCpu: (client.user + client.system) / 1e6, engine };
 }
 
 /**
@@ -159,6 +174,12 @@ function report(r: RunResult, stack: Stack): void {
   console.log(`  ${'client'.padEnd(12)} ${'1'.padStart(4)} ${r.clientCpu.toFixed(1).padStart(7)} ${us(r.clientCpu).padStart(8)}   the CLI sending the file and polling (same cores, not in the pipeline's CPU)`);
   console.log(`pipeline CPU / baseline CPU: ${(total / r.baselineCpu).toFixed(1)}×`);
   console.log(`rows/s per CPU core: ingest ${fmt(r.rows / r.cpu.ingest)}, collect ${fmt(r.rows / r.cpu.collect)} (collect + ClickHouse ${fmt(r.rows / (r.cpu.collect + r.cpu.clickhouse))})`);
+  const e = r.engine;
+  const perRow = (n: number) => (n / r.rows).toFixed(2);
+  console.log(
+    `ClickHouse during (b), per file row: rows inserted ${perRow(e.InsertedRows)} (samples, views, rollups), read ${perRow(e.SelectedRows)}, merged ${perRow(e.MergedRows)} ` +
+      `(merges ${(e.MergeTotalMilliseconds / 1000).toFixed(1)} s of thread time); thread CPU ${((e.UserTimeMicroseconds + e.SystemTimeMicroseconds) / 1e6).toFixed(1)} s`,
+  );
   // ingest logs each part its scanner hands to csv-parse (functions/ingest/index.ts).
   const fallbacks = stack.processes.flatMap((p) => p.output).filter((l) => l.includes('part read by csv-parse')).length;
   console.log(`parts read by csv-parse instead of the scanner (all runs so far): ${fallbacks}`);

@@ -51,6 +51,8 @@ export interface StackOptions {
   supervise?: boolean;
   /** Interface the HTTP functions bind (HTTP_HOST): loopback unless asked (`--expose`). */
   host?: string;
+  /** ClickHouse keeps its query, view and part logs (ClickHouseOptions.logs). */
+  clickhouseLogs?: boolean;
 }
 
 export interface FunctionProcess {
@@ -115,7 +117,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const natsDir = opts.dataDir ? join(opts.dataDir, 'nats') : undefined;
   const chDir = opts.dataDir ? join(opts.dataDir, 'clickhouse') : undefined;
   if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
-  const [natsResult, chResult] = await Promise.allSettled([startNats({ dataDir: natsDir }), startClickHouse({ dataDir: chDir })]);
+  const [natsResult, chResult] = await Promise.allSettled([startNats({ dataDir: natsDir }), startClickHouse({ dataDir: chDir, logs: opts.clickhouseLogs })]);
   if (natsResult.status === 'rejected' || chResult.status === 'rejected') {
     // Do not leave the one that did start running.
     await Promise.all([natsResult, chResult].map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));

@@ -3,12 +3,14 @@
 ClickHouse's stack checks need a native main thread, which Node cannot give it, so this tiny
 launcher calls chdb_query_cmdline() from Python. The query opens the HTTP listener and then
 blocks (one sleeping row per second) for as long as the process lives; SIGTERM ends it.
-usage: chdb-server.py LIBCHDB DATA_DIR HTTP_PORT
+usage: chdb-server.py LIBCHDB DATA_DIR HTTP_PORT [CONFIG_FILE]
+CONFIG_FILE: server settings (e.g. the query and part logs `npm run bench:engine` reads).
 """
 import ctypes
 import sys
 
 lib_path, data_dir, port = sys.argv[1], sys.argv[2], sys.argv[3]
+config = [f"--config-file={sys.argv[4]}"] if len(sys.argv) > 4 else []
 lib = ctypes.CDLL(lib_path)
 args = [
     "clickhouse",
@@ -16,6 +18,7 @@ args = [
     f"--http_port={port}",
     "--listen_host=127.0.0.1",
     "--multiquery",
+    *config,
     "--query",
     "SYSTEM START LISTEN HTTP; "
     "SELECT sleepEachRow(1) FROM system.numbers "

@@ -74,7 +74,24 @@ export function startNats(opts: { dataDir?: string; port?: number; monitorPort?:
   return retryTakenPort(opts.port !== undefined || opts.monitorPort !== undefined, () => startNatsOnce(opts));
 }
 
-export function startClickHouse(opts: { dataDir?: string; port?: number } = {}): Promise<RunningServer & { port: number }> {
+export interface ClickHouseOptions {
+  dataDir?: string;
+  port?: number;
+  /**
+   * Keep system.query_log, system.query_views_log and system.part_log (flushed every second):
+   * what each statement, view and merge cost (`npm run bench:engine`). Off by default: the logs
+   * cost the engine CPU of their own.
+   */
+  logs?: boolean;
+}
+
+/** Server settings that turn on the logs of ClickHouseOptions.logs. */
+const ENGINE_LOGS_CONFIG = `<clickhouse>
+${['query_log', 'query_views_log', 'part_log'].map((t) => `  <${t}><database>system</database><table>${t}</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></${t}>`).join('\n')}
+</clickhouse>
+`;
+
+export function startClickHouse(opts: ClickHouseOptions = {}): Promise<RunningServer & { port: number }> {
   return retryTakenPort(opts.port !== undefined, () => startClickHouseOnce(opts));
 }
 
@@ -118,13 +135,15 @@ export function libchdbPath(): string {
   }
 }
 
-async function startClickHouseOnce(opts: { dataDir?: string; port?: number }): Promise<RunningServer & { port: number }> {
+async function startClickHouseOnce(opts: ClickHouseOptions): Promise<RunningServer & { port: number }> {
   const ownsDir = !opts.dataDir;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'clickhouse-'));
   mkdirSync(dataDir, { recursive: true });
   const port = opts.port ?? (await freePort());
   const python = process.env.PYTHON ?? 'python3';
-  const proc = spawn(python, [join(here, 'chdb-server.py'), libchdbPath(), dataDir, String(port)], {
+  const config = join(dataDir, 'engine-logs.xml');
+  if (opts.logs) writeFileSync(config, ENGINE_LOGS_CONFIG);
+  const proc = spawn(python, [join(here, 'chdb-server.py'), libchdbPath(), dataDir, String(port), ...(opts.logs ? [config] : [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
     cwd: dataDir,
   });
