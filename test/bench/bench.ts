@@ -178,7 +178,7 @@ function report(r: RunResult, stack: Stack): void {
   const perRow = (n: number) => (n / r.rows).toFixed(2);
   console.log(
     `ClickHouse during (b), per file row: rows inserted ${perRow(e.InsertedRows)} (samples, views, rollups), read ${perRow(e.SelectedRows)}, merged ${perRow(e.MergedRows)} ` +
-      `(merges ${(e.MergeTotalMilliseconds / 1000).toFixed(1)} s of thread time); thread CPU ${((e.UserTimeMicroseconds + e.SystemTimeMicroseconds) / 1e6).toFixed(1)} s`,
+      `(merges ran ${(e.MergeTotalMilliseconds / 1000).toFixed(1)} s, elapsed, summed over merges); thread CPU ${((e.UserTimeMicroseconds + e.SystemTimeMicroseconds) / 1e6).toFixed(1)} s`,
   );
   // ingest logs each part its scanner hands to csv-parse (functions/ingest/index.ts).
   const fallbacks = stack.processes.flatMap((p) => p.output).filter((l) => l.includes('part read by csv-parse')).length;
