@@ -118,6 +118,16 @@ async function main() {
       merges.map((m) => [String(m.table), Number(m.n), Number(m.cpu).toFixed(2), us(Number(m.cpu)), (Number(m.merged) / fileRows).toFixed(2)]),
     );
 
+    // When the last rollup statement ended after the last samples INSERT: the part of (b) after
+    // every row is stored, when only the rollups are left (ClickHouse alone on the machine).
+    const [tail] = await rows(
+      ch,
+      `SELECT maxIf(event_time_microseconds, query LIKE 'INSERT INTO rollup%') AS rollups_end, maxIf(event_time_microseconds, query LIKE 'INSERT INTO samples%') AS inserts_end,
+         dateDiff('millisecond', inserts_end, rollups_end) / 1000 AS tail, countIf(query LIKE 'INSERT INTO rollup_1m%') AS minute_statements
+       FROM system.query_log WHERE type = 'QueryFinish' AND event_time_microseconds >= {since:DateTime64(6)}`,
+      { since },
+    );
+    console.log(`\nrollup tail: the last recompute ended ${Number(tail.tail).toFixed(2)} s after the last samples INSERT (${tail.minute_statements} statements per level)`);
     const accounted = sorted.reduce((n, [, v]) => n + v.cpu, 0) + merges.reduce((n, m) => n + Number(m.cpu), 0);
     console.log(`\naccounted for: ${accounted.toFixed(1)} of the process's ${engineCpu.toFixed(1)} CPU s (the rest: HTTP handling, logs, other background work)`);
   } finally {
