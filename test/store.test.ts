@@ -356,7 +356,7 @@ describe('series from rollups and raw samples', () => {
     });
   }
 
-  it('a recompute in slices of GPUs writes the same buckets as one statement per level', async () => {
+  it('a recompute in slices of GPUs, several at once, writes the same buckets as one statement per level', async () => {
     const read = async () => {
       const out: unknown[] = [];
       for (const table of ['rollup_1m', 'rollup_1h', 'rollup_1d']) {
@@ -370,6 +370,9 @@ describe('series from rollups and raw samples', () => {
     const sliced = await read();
     expect((sliced as unknown[][]).every((rows) => rows.length > 0)).toBe(true);
     await recomputeRollups(db.ch, ids, 1_000_000);
+    expect(await read()).toEqual(sliced);
+    // Slices recomputed four at once (collect runs COLLECT_ROLLUP_SLICE_CONCURRENCY of them).
+    await recomputeRollups(db.ch, ids, 3, 4);
     expect(await read()).toEqual(sliced);
   });
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { clickhouseEnv, intVar, natsEnv, workerEnv } from '../../shared/config.ts';
-import { ROLLUP_KEYS_PER_STATEMENT } from '../../shared/rollups.ts';
+import { ROLLUP_KEYS_PER_STATEMENT, ROLLUP_SLICE_CONCURRENCY } from '../../shared/rollups.ts';
 
 export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.shape).extend({
   /** Rows per INSERT; one INSERT is one block and one part, so it is stored atomically. */
@@ -28,5 +28,7 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
   COLLECT_ROLLUP_MAX_WAIT_MS: intVar(500, 100, 60_000),
   /** (uuid, minute) keys one recompute statement covers at most; a pass runs in slices of GPUs (shared/rollups.ts). */
   COLLECT_ROLLUP_KEYS_PER_STATEMENT: intVar(ROLLUP_KEYS_PER_STATEMENT, 1, 10_000_000),
+  /** Slices of one pass recomputed at once (each slice's statements run in order). */
+  COLLECT_ROLLUP_SLICE_CONCURRENCY: intVar(ROLLUP_SLICE_CONCURRENCY, 1, 8),
 });
 export type CollectConfig = z.infer<typeof collectEnv>;
