@@ -15,14 +15,17 @@ export const touchedBucketsCte = (seconds: number, param: string, sliced = false
      FROM ${T.batchKeys} WHERE batch_id IN {${param}:Array(String)}${sliced ? " AND uuid >= {lo:String} AND ({hi:String} = '' OR uuid < {hi:String})" : ''})`;
 
 /**
- * The first uuid of each slice of the GPUs the batches in `param` touched, in uuid order, each
- * slice holding about `{per}` (uuid, minute) keys (a GPU's keys are never split): one row per slice.
+ * The first uuid of each slice of the GPUs the batches in `param` touched, in uuid order: one row
+ * per slice. The slices are about equal (a GPU's keys are never split), at most `{per}` (uuid,
+ * minute) keys each, and at least `{parts}` of them when each still holds `{min}` keys or more.
  */
 export const touchedSliceBoundsSql = (param: string) =>
   `SELECT min(uuid) AS lo FROM (
-     SELECT uuid, sum(c) OVER (ORDER BY uuid ROWS UNBOUNDED PRECEDING) - c AS before
-     FROM (SELECT uuid, count() AS c FROM (SELECT DISTINCT uuid, t FROM ${T.batchKeys} WHERE batch_id IN {${param}:Array(String)}) GROUP BY uuid))
-   GROUP BY intDiv(before, {per:UInt64}) ORDER BY lo`;
+     SELECT uuid, before, toUInt64(intDiv(total + n - 1, n)) AS size FROM (
+       SELECT uuid, before, total, greatest(toUInt64(1), toUInt64(intDiv(total + {per:UInt64} - 1, {per:UInt64})), toUInt64(least({parts:UInt64}, intDiv(total, {min:UInt64})))) AS n FROM (
+         SELECT uuid, sum(c) OVER (ORDER BY uuid ROWS UNBOUNDED PRECEDING) - c AS before, sum(c) OVER () AS total
+         FROM (SELECT uuid, count() AS c FROM (SELECT DISTINCT uuid, t FROM ${T.batchKeys} WHERE batch_id IN {${param}:Array(String)}) GROUP BY uuid))))
+   GROUP BY intDiv(before, size) ORDER BY lo`;
 
 /** Restricts a table to the `keys` buckets by its `time` column (primary key prefix and time range first). */
 export const inTouchedBuckets = (time: string, seconds: number) =>

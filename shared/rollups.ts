@@ -100,12 +100,28 @@ export const levelStatements = (scope: RollupScope, database?: string) => [
  */
 export const ROLLUP_KEYS_PER_STATEMENT = 32_768;
 
+/** The fewest (uuid, minute) keys a pass is split for concurrency at (below, one statement costs less than two). */
+export const MIN_SLICE_KEYS = 4096;
+
 /**
  * The uuid ranges a recompute of `batchIds` runs in, as the query parameters `lo` and `hi` of
- * its statements (in uuid order; empty when the batches touched nothing).
+ * its statements (in uuid order; empty when the batches touched nothing): about equal, of at most
+ * `keysPerStatement` keys, and at least `parts` of them (to run at once) while each holds at least
+ * `minKeys`. Equal, since two slices of one pass run at once: a 32,768-key slice beside one of
+ * 9,000 left the larger running alone for most of the pass.
  */
-export async function rollupSlices(ch: ClickHouseClient, batchIds: string[], keysPerStatement = ROLLUP_KEYS_PER_STATEMENT): Promise<{ lo: string; hi: string }[]> {
-  const rs = await ch.query({ query: touchedSliceBoundsSql('ids'), query_params: { ids: batchIds, per: keysPerStatement }, format: 'JSONEachRow' });
+export async function rollupSlices(
+  ch: ClickHouseClient,
+  batchIds: string[],
+  keysPerStatement = ROLLUP_KEYS_PER_STATEMENT,
+  parts = 1,
+  minKeys = MIN_SLICE_KEYS,
+): Promise<{ lo: string; hi: string }[]> {
+  const rs = await ch.query({
+    query: touchedSliceBoundsSql('ids'),
+    query_params: { ids: batchIds, per: keysPerStatement, parts, min: Math.max(1, minKeys) },
+    format: 'JSONEachRow',
+  });
   const bounds = (await rs.json<{ lo: string }>()).map((r) => r.lo);
   return bounds.map((lo, i) => ({ lo, hi: bounds[i + 1] ?? '' }));
 }
@@ -115,7 +131,8 @@ export async function rollupSlices(ch: ClickHouseClient, batchIds: string[], key
  * of 2, and after the last insert of an upload only the rollups are left: `npm run bench:engine`,
  * three alternated pairs, the last recompute ended 6.46, 4.94, 6.24 s after the last samples
  * INSERT with one slice at a time against 3.95, 3.12, 4.23 with two (upload stored in 16.7, 16.2,
- * 17.4 against 15.1, 15.6, 14.6 s). A pass of one slice (live data) runs as before.
+ * 17.4 against 15.1, 15.6, 14.6 s). A pass is cut into at least this many equal slices while each
+ * keeps MIN_SLICE_KEYS keys; a smaller one (live data: a scrape of a few hundred GPUs) runs as one.
  */
 export const ROLLUP_SLICE_CONCURRENCY = 2;
 
@@ -134,7 +151,7 @@ export async function recomputeRollups(
   concurrency = ROLLUP_SLICE_CONCURRENCY,
 ): Promise<void> {
   if (batchIds.length === 0) return;
-  const slices = await rollupSlices(ch, batchIds, keysPerStatement);
+  const slices = await rollupSlices(ch, batchIds, keysPerStatement, concurrency);
   const recomputeNext = async (): Promise<void> => {
     for (let slice = slices.shift(); slice; slice = slices.shift()) {
       for (const query of levelStatements('batches')) {

@@ -367,6 +367,10 @@ describe('series from rollups and raw samples', () => {
     };
     const ids = (await (await db.ch.query({ query: 'SELECT DISTINCT batch_id FROM collected_batches ORDER BY batch_id', format: 'JSONEachRow' })).json<{ batch_id: string }>()).map((r) => r.batch_id);
     expect((await rollupSlices(db.ch, ids, 3)).length).toBeGreaterThan(1);
+    // A pass small enough for one statement is still split for concurrency, unless that leaves
+    // slices under the minimum size.
+    expect(await rollupSlices(db.ch, ids, 1_000_000, 2, 1)).toHaveLength(2);
+    expect(await rollupSlices(db.ch, ids, 1_000_000, 2, 1_000_000)).toHaveLength(1);
     const sliced = await read();
     expect((sliced as unknown[][]).every((rows) => rows.length > 0)).toBe(true);
     await recomputeRollups(db.ch, ids, 1_000_000);
