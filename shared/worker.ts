@@ -53,6 +53,11 @@ export interface PullWorkerOptions {
   rawData?: boolean;
   /** How long a fetch waits to fill up before handing over what it has. */
   maxWaitMs: number;
+  /**
+   * While false, a batch does not wait for more messages (what is buffered goes at once): for
+   * messages that come from work this process does (see WorkerSpec.moreFrom).
+   */
+  moreMayCome?: () => boolean;
   /** Parallel fetch/handle loops in this process. */
   concurrency?: number;
   /** Extra readiness checks (e.g. ClickHouse reachable); each returns problems. */
@@ -63,6 +68,8 @@ export interface PullWorkerOptions {
 }
 
 export interface RunningWorker {
+  /** Messages its loops hold (delivered and not yet settled). */
+  held(): number;
   stop(): Promise<void>;
   /** Resolves when the loops have ended (after stop or a fatal error). */
   done: Promise<void>;
@@ -102,18 +109,24 @@ const MAX_LOOP_PAUSE_MS = 5000;
 
 /**
  * Groups a message iterator into batches: a batch starts with the next message and takes more
- * until it has `max` or `waitMs` passed. A next() still pending when the wait ends is carried
- * into the following batch, so no message is dropped between batches.
+ * until it has `max` or `waitMs` passed, or — with `moreMayCome` — as soon as nothing is buffered
+ * and it says no more are coming (checked every MORE_MAY_COME_POLL_MS while waiting). A next()
+ * still pending when the wait ends is carried into the following batch, so no message is dropped
+ * between batches.
  * An iterator object, not an async generator: a suspended generator keeps its registers, so it
  * held the batch it last yielded (up to COLLECT_MAX_BYTES of messages per collect loop) while it
  * waited for the next one — in a heap snapshot of an idle collect worker, the last batch of each
  * loop. Here the state is `pending` only; a batch lives as long as its caller holds it.
  */
+/** How often a batch waiting for more messages asks `moreMayCome` again. */
+const MORE_MAY_COME_POLL_MS = 25;
+
 export function batchesOf<T>(
   source: AsyncIterable<T>,
   max: number,
   waitMs: number,
   weight?: { of: (item: T) => number; max: number },
+  moreMayCome?: () => boolean,
 ): AsyncIterableIterator<T[]> {
   const it = source[Symbol.asyncIterator]();
   let pending: Promise<IteratorResult<T>> | undefined;
@@ -132,11 +145,15 @@ export function batchesOf<T>(
     while (batch.length < max && (!weight || weighed < weight.max)) {
       const left = deadline - Date.now();
       if (left <= 0) break;
-      pending = it.next();
+      pending ??= it.next();
       let timer: NodeJS.Timeout | undefined;
-      const r = await Promise.race([pending, new Promise<typeof WAITED>((res) => (timer = setTimeout(() => res(WAITED), left)))]);
+      const step = moreMayCome ? Math.min(left, MORE_MAY_COME_POLL_MS) : left;
+      const r = await Promise.race([pending, new Promise<typeof WAITED>((res) => (timer = setTimeout(() => res(WAITED), step)))]);
       clearTimeout(timer);
-      if (r === WAITED) break;
+      if (r === WAITED) {
+        if (step < left && moreMayCome?.()) continue;
+        break;
+      }
       pending = undefined;
       if (r.done) {
         ended = true;
@@ -259,7 +276,7 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
       });
       active.add(pull);
       try {
-        const batches = batchesOf(pull, opts.maxMessages, opts.maxWaitMs, opts.batchWeight);
+        const batches = batchesOf(pull, opts.maxMessages, opts.maxWaitMs, opts.batchWeight, opts.moreMayCome);
         for (;;) {
           const pause = await handleNext(batches, pull, held);
           if (pause === undefined) break;
@@ -285,6 +302,7 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
   const done = Promise.all(loops).then(() => undefined);
   return {
     done,
+    held: () => [...active].reduce((n, p) => n + p.held().messages, 0),
     async stop() {
       stopping = true;
       for (const a of active) a.close();
@@ -298,15 +316,32 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
  * each consumer it drains and drains them on SIGTERM/SIGINT (the Functions Framework CLI would
  * exit at once instead).
  */
+/** One consumer a worker process drains. */
+export interface WorkerSpec extends Omit<PullWorkerOptions, 'nc' | 'moreMayCome'> {
+  /**
+   * Another consumer of this process whose handling publishes this one's messages (collect's
+   * inserts queue its rollup passes): a batch waits for more only while that consumer holds
+   * messages. Once it holds none, what is buffered goes at once instead of after maxWaitMs.
+   */
+  moreFrom?: string;
+}
+
 export async function runWorkerProcess(
   name: string,
   connect: () => Promise<NatsConnection>,
-  options: (nc: NatsConnection) => Omit<PullWorkerOptions, 'nc'> | Omit<PullWorkerOptions, 'nc'>[],
+  options: (nc: NatsConnection) => WorkerSpec | WorkerSpec[],
   onClose: () => Promise<void> = async () => {},
 ): Promise<void> {
   const nc = await connect();
   const all = [options(nc)].flat();
-  const workers = await Promise.all(all.map((opts) => startPullWorker({ ...opts, nc })));
+  const byConsumer = new Map<string, RunningWorker>();
+  const workers: RunningWorker[] = [];
+  for (const { moreFrom, ...opts } of all) {
+    const moreMayCome = moreFrom ? () => (byConsumer.get(moreFrom)?.held() ?? 1) > 0 : undefined;
+    const worker = await startPullWorker({ ...opts, nc, moreMayCome });
+    byConsumer.set(opts.consumer, worker);
+    workers.push(worker);
+  }
   const readiness = async () => {
     const [natsProblems, ...others] = await Promise.all([natsReadiness(async () => nc), ...all.map((o) => (o.ready ? o.ready() : []))]);
     return [...natsProblems, ...others.flat()];

@@ -21,7 +21,7 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
    * Rollup passes (pending.ts): one pass takes pending events until their batches hold this many
    * rows (it bounds the recompute statements' work), at most COLLECT_ROLLUP_MAX_EVENTS events (their
    * batch ids travel as one query parameter), or what arrived within COLLECT_ROLLUP_MAX_WAIT_MS
-   * (the longest an upload waits to be `done` after its last insert, and what lets passes grow).
+   * (what lets passes grow; the wait ends early once this process holds no batch: worker.ts).
    */
   COLLECT_ROLLUP_MAX_ROWS: intVar(1_000_000, 1, 5_000_000),
   COLLECT_ROLLUP_MAX_EVENTS: intVar(200, 1, 200),

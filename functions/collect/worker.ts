@@ -44,6 +44,9 @@ await runWorkerProcess(
         maxMessages: cfg.COLLECT_ROLLUP_MAX_EVENTS,
         batchWeight: { of: rowsOf, max: cfg.COLLECT_ROLLUP_MAX_ROWS },
         maxWaitMs: cfg.COLLECT_ROLLUP_MAX_WAIT_MS,
+        // Pass events come from this process's inserts: once it holds no batch, a pass does not
+        // wait for more (at the end of an upload, no idle wait before the last pass).
+        moreFrom: CONSUMERS.collect,
         rawData: true,
         concurrency: 1,
         handle,
