@@ -107,6 +107,9 @@ const DEFAULT_MAX_BYTES = 24 * 1024 * 1024;
 /** Longest a pull loop sleeps after a dependency failure. */
 const MAX_LOOP_PAUSE_MS = 5000;
 
+/** How often a batch waiting for more messages asks `moreMayCome` again. */
+const MORE_MAY_COME_POLL_MS = 25;
+
 /**
  * Groups a message iterator into batches: a batch starts with the next message and takes more
  * until it has `max` or `waitMs` passed, or — with `moreMayCome` — as soon as nothing is buffered
@@ -118,9 +121,6 @@ const MAX_LOOP_PAUSE_MS = 5000;
  * waited for the next one — in a heap snapshot of an idle collect worker, the last batch of each
  * loop. Here the state is `pending` only; a batch lives as long as its caller holds it.
  */
-/** How often a batch waiting for more messages asks `moreMayCome` again. */
-const MORE_MAY_COME_POLL_MS = 25;
-
 export function batchesOf<T>(
   source: AsyncIterable<T>,
   max: number,
