@@ -12,8 +12,9 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 // Collect's scope is the buckets its batches touched (shared/batch-keys.ts), so no step scans
 // samples beyond the touched (uuid, minute) keys and time range; a pass touching many keys runs
 // in slices of GPUs, contiguous uuid ranges, two at once (recomputeRollups). A recompute writes a
-// new version of each bucket (ReplacingMergeTree(updated_at = now64() at query start)): of two concurrent recomputes of one bucket, the one that started later saw
-// every insert committed before it and wins, so the result is exact whatever the interleaving.
+// new version of each bucket (ReplacingMergeTree(updated_at = now64() at query start)): of two
+// concurrent recomputes of one bucket, the one that started later saw every insert committed
+// before it and wins, so the result is exact whatever the interleaving.
 
 const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
 

@@ -311,11 +311,6 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
   };
 }
 
-/**
- * Process entry for a worker: connects, serves /healthz /readyz /metrics, runs the pull loops of
- * each consumer it drains and drains them on SIGTERM/SIGINT (the Functions Framework CLI would
- * exit at once instead).
- */
 /** One consumer a worker process drains. */
 export interface WorkerSpec extends Omit<PullWorkerOptions, 'nc' | 'moreMayCome'> {
   /**
@@ -326,6 +321,11 @@ export interface WorkerSpec extends Omit<PullWorkerOptions, 'nc' | 'moreMayCome'
   moreFrom?: string;
 }
 
+/**
+ * Process entry for a worker: connects, serves /healthz /readyz /metrics, runs the pull loops of
+ * each consumer it drains and drains them on SIGTERM/SIGINT (the Functions Framework CLI would
+ * exit at once instead).
+ */
 export async function runWorkerProcess(
   name: string,
   connect: () => Promise<NatsConnection>,

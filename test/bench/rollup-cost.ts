@@ -7,7 +7,9 @@
 // followed by the three recompute statements exactly as collect runs them (shared/rollups.ts);
 // then the merges still running are waited for and reported on their own. `--coalesce K` runs
 // the recompute once per K batches, for all K (what a pass over several pending batches costs),
-// in slices of GPUs of about `--keys` (uuid, minute) keys per statement, as collect runs it.
+// in slices of GPUs of at most `--keys` (uuid, minute) keys, cut as collect cuts a pass; run one
+// statement at a time (collect runs ROLLUP_SLICE_CONCURRENCY slices at once), so that the engine's
+// CPU is charged to each level.
 //   fleets: every batch its own GPUs, one sample per (GPU, metric): `npm run bench`'s default file,
 //           where every sample makes one new row in each level (the recompute's worst case);
 //   series: the same GPUs in every batch, 10 s apart (one scrape per batch, as remote write or a
@@ -16,7 +18,7 @@ import { parseArgs } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { provisionClickHouse } from '../../shared/provision.ts';
-import { levelStatements, rollupSlices, ROLLUP_INSERT_SETTINGS, ROLLUP_KEYS_PER_STATEMENT } from '../../shared/rollups.ts';
+import { levelStatements, rollupSlices, ROLLUP_INSERT_SETTINGS, ROLLUP_KEYS_PER_STATEMENT, ROLLUP_SLICE_CONCURRENCY } from '../../shared/rollups.ts';
 import { startClickHouse } from '../support/servers.ts';
 import { cpuSeconds } from './proc.ts';
 
@@ -80,9 +82,9 @@ async function measure(shape: (typeof SHAPES)[number], db: string): Promise<numb
       cpu[0] += cpuSeconds(pid) - t;
       if ((b + 1) % COALESCE !== 0 && b !== BATCHES - 1) continue;
       const ids = Array.from({ length: b - Math.floor(b / COALESCE) * COALESCE + 1 }, (_, i) => `u${Math.floor(b / COALESCE) * COALESCE + i}.0.0`);
-      // As collect's recomputeRollups runs a pass (the query for the slices is charged to 1 m).
+      // Slices as collect's recomputeRollups cuts them (the query for the slices is charged to 1 m).
       t = cpuSeconds(pid);
-      const slices = await rollupSlices(ch, ids, Number(values.keys));
+      const slices = await rollupSlices(ch, ids, Number(values.keys), ROLLUP_SLICE_CONCURRENCY);
       cpu[1] += cpuSeconds(pid) - t;
       for (const slice of slices) {
         for (const [level, query] of statements.entries()) {
