@@ -113,9 +113,13 @@ const MORE_MAY_COME_POLL_MS = 25;
 /**
  * Groups a message iterator into batches: a batch starts with the next message and takes more
  * until it has `max` or `waitMs` passed, or — with `moreMayCome` — as soon as nothing is buffered
- * and it says no more are coming (checked every MORE_MAY_COME_POLL_MS while waiting). A next()
- * still pending when the wait ends is carried into the following batch, so no message is dropped
- * between batches.
+ * and it says no more are coming (checked every MORE_MAY_COME_POLL_MS while waiting). With
+ * `weight`, a batch holds at most `weight.max` (a single heavier message goes alone): the message
+ * that would take it over starts the following batch. Why: collect splits what it is handed into
+ * INSERTs of COLLECT_MAX_ROWS rows, so the overshoot (one 5,000-row batch past 100,000) became an
+ * INSERT of its own — 6 of an upload's 17, each a part in samples and in every view's table to
+ * merge. A next() still pending when the wait ends is carried into the following batch as well, so
+ * no message is dropped between batches.
  * An iterator object, not an async generator: a suspended generator keeps its registers, so it
  * held the batch it last yielded (up to COLLECT_MAX_BYTES of messages per collect loop) while it
  * waited for the next one — in a heap snapshot of an idle collect worker, the last batch of each
@@ -159,8 +163,13 @@ export function batchesOf<T>(
         ended = true;
         break;
       }
+      const w = weight ? weight.of(r.value) : 0;
+      if (weight && weighed + w > weight.max) {
+        pending = Promise.resolve(r);
+        break;
+      }
       batch.push(r.value);
-      if (weight) weighed += weight.of(r.value);
+      weighed += w;
     }
     return { done: false, value: batch };
   }

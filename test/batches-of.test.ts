@@ -12,6 +12,12 @@ async function* source(first: number, second: number, laterMs: number): AsyncGen
   await new Promise(() => undefined);
 }
 
+/** Yields every item at once, then stays open. */
+async function* ready(items: number[]): AsyncGenerator<number> {
+  yield* items;
+  await new Promise(() => undefined);
+}
+
 async function timed<T>(work: Promise<T>): Promise<{ value: T; ms: number }> {
   const t0 = Date.now();
   const value = await work;
@@ -31,6 +37,14 @@ describe('batchesOf', () => {
     const heavy = await timed(batchesOf(source(7, 8, 10), 10, 5000, { of: (n) => n, max: 7 }).next());
     expect(heavy.value.value).toEqual([7]);
     expect(full.ms + heavy.ms).toBeLessThan(1000);
+  });
+
+  it('never goes over the max weight: the message that would starts the next batch', async () => {
+    const batches = batchesOf(ready([3, 3, 3, 9, 1]), 10, 100, { of: (n) => n, max: 7 });
+    const got: number[][] = [];
+    for (let i = 0; i < 4; i++) got.push((await batches.next()).value);
+    // 3 + 3 + 3 would be 9: the third 3 waits; 9 alone is heavier than max and goes alone.
+    expect(got).toEqual([[3, 3], [3], [9], [1]]);
   });
 
   it('does not wait when no more messages may come, and carries the next one into the following batch', async () => {
