@@ -53,6 +53,14 @@ export const EVENT_TYPES = {
   rollups: 'com.gputelemetry.rollups.pending',
 } as const;
 
+/** CloudEvent `source` of the events each function publishes. */
+export const EVENT_SOURCES = {
+  upload: '/functions/upload',
+  ingest: '/functions/ingest',
+  collect: '/functions/collect',
+  remoteWrite: '/functions/remote-write',
+} as const;
+
 /** NATS account KEDA reads `/jsz` for; `$G` is the global account of a server without accounts. */
 export const DEFAULT_NATS_ACCOUNT = '$G';
 

@@ -2,7 +2,7 @@ import type { CloudEventV1 } from 'cloudevents';
 import type { JetStreamClient } from 'nats';
 import { z } from 'zod';
 import { binaryMessage, toNatsHeaders } from '../../shared/cloudevents-nats.ts';
-import { EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
+import { EVENT_SOURCES, EVENT_TYPES, SUBJECTS } from '../../shared/names.ts';
 import { BATCH_ID } from '../../shared/sample-batch.ts';
 
 // Rollup passes waiting to run. Once a group of batches is stored, collect queues one event on
@@ -13,7 +13,7 @@ import { BATCH_ID } from '../../shared/sample-batch.ts';
 // once per batch (`npm run bench:rollups -- --coalesce K`). The queue is durable, so a crash only
 // repeats a pass; the progress puts that make an upload `done` come after its pass.
 
-export const PENDING_SOURCE = '/functions/collect';
+export const PENDING_SOURCE = EVENT_SOURCES.collect;
 
 export interface StoredBatch {
   id: string;

@@ -7,7 +7,7 @@ import { parseEnv } from '../../shared/config.ts';
 import { EventLoopPacer } from '../../shared/heartbeat.ts';
 import { loggerFor } from '../../shared/log.ts';
 import { registry, rowsCounter } from '../../shared/metrics.ts';
-import { BUCKETS } from '../../shared/names.ts';
+import { BUCKETS, EVENT_SOURCES } from '../../shared/names.ts';
 import { publishSampleBatch, type SampleBatchEncoder } from '../../shared/sample-batch.ts';
 import { sharedNats } from '../../shared/nats.ts';
 import { deleteObject, getObject, ObjectIncompleteError, objectInfo, type ObjectInfo } from '../../shared/object-store.ts';
@@ -31,7 +31,7 @@ import { ScanScratch, scanCsv, type ScannedPart } from './scan.ts';
 // ids and nothing is duplicated. Bad rows are counted with line numbers and reasons; good rows
 // still land.
 
-const SOURCE = '/functions/ingest';
+const SOURCE = EVENT_SOURCES.ingest;
 const log = loggerFor('ingest');
 const partsCounter = new Counter({
   name: 'gputel_ingest_parts_total',

@@ -1,11 +1,12 @@
 import { Events, type NatsConnection } from 'nats';
 import { HttpError, type Res } from '../../shared/http.ts';
+import { EVENT_SOURCES } from '../../shared/names.ts';
 import { publishSampleBatch, type EncodedBatch } from '../../shared/sample-batch.ts';
 import { isTransient } from '../../shared/transient.ts';
 
 // Publishing a request's batches, and how a NATS problem becomes a 503 the sender retries.
 
-const SOURCE = '/functions/remote-write';
+const SOURCE = EVENT_SOURCES.remoteWrite;
 
 /** Seconds a sender should wait: a restarting NATS is back in seconds, a full stream drains slower. */
 const RETRY_AFTER = { unavailable: '5', streamFull: '30' } as const;

@@ -1,14 +1,14 @@
 import { CloudEvent } from 'cloudevents';
 import { DeliverPolicy, type JetStreamClient, type KV, type NatsConnection } from 'nats';
 import { NATS, toNatsHeaders } from '../../shared/cloudevents-nats.ts';
-import { BUCKETS, EVENT_TYPES, SUBJECTS, kvStream, kvSubject } from '../../shared/names.ts';
+import { BUCKETS, EVENT_SOURCES, EVENT_TYPES, SUBJECTS, kvStream, kvSubject } from '../../shared/names.ts';
 import type { UploadRecord, UploadedPart } from '../../shared/schemas.ts';
 
 // Names of an upload's parts and KV keys, and the announcement of a stored part. Object names
 // carry the attempt, so a restarted upload never touches the objects of an earlier attempt
 // (which may still be being ingested); part numbers, and with them batch ids, stay the same.
 
-export const SOURCE = '/functions/upload';
+export const SOURCE = EVENT_SOURCES.upload;
 
 export const partObject = (id: string, attempt: number, part: number) => `${id}/a${attempt}/part-${String(part).padStart(5, '0')}`;
 
