@@ -54,10 +54,11 @@ export interface PullWorkerOptions {
   /** How long a fetch waits to fill up before handing over what it has. */
   maxWaitMs: number;
   /**
-   * While false, a batch does not wait for more messages (what is buffered goes at once): for
-   * messages that come from work this process does (see WorkerSpec.moreFrom).
+   * While false for the batch so far, it does not wait for more messages (what is buffered goes
+   * at once): for messages whose producer can tell it has nothing left (see WorkerSpec.moreFrom,
+   * and collect's worker).
    */
-  moreMayCome?: () => boolean;
+  moreMayCome?: (batch: JsMsg[]) => boolean;
   /** Parallel fetch/handle loops in this process. */
   concurrency?: number;
   /** Extra readiness checks (e.g. ClickHouse reachable); each returns problems. */
@@ -130,7 +131,7 @@ export function batchesOf<T>(
   max: number,
   waitMs: number,
   weight?: { of: (item: T) => number; max: number },
-  moreMayCome?: () => boolean,
+  moreMayCome?: (batch: T[]) => boolean,
 ): AsyncIterableIterator<T[]> {
   const it = source[Symbol.asyncIterator]();
   let pending: Promise<IteratorResult<T>> | undefined;
@@ -155,7 +156,7 @@ export function batchesOf<T>(
       const r = await Promise.race([pending, new Promise<typeof WAITED>((res) => (timer = setTimeout(() => res(WAITED), step)))]);
       clearTimeout(timer);
       if (r === WAITED) {
-        if (step < left && moreMayCome?.()) continue;
+        if (step < left && moreMayCome?.(batch)) continue;
         break;
       }
       pending = undefined;
@@ -321,11 +322,12 @@ export async function startPullWorker(opts: PullWorkerOptions): Promise<RunningW
 }
 
 /** One consumer a worker process drains. */
-export interface WorkerSpec extends Omit<PullWorkerOptions, 'nc' | 'moreMayCome'> {
+export interface WorkerSpec extends Omit<PullWorkerOptions, 'nc'> {
   /**
    * Another consumer of this process whose handling publishes this one's messages (collect's
    * inserts queue its rollup passes): a batch waits for more only while that consumer holds
    * messages. Once it holds none, what is buffered goes at once instead of after maxWaitMs.
+   * Takes the place of moreMayCome.
    */
   moreFrom?: string;
 }
@@ -346,7 +348,7 @@ export async function runWorkerProcess(
   const byConsumer = new Map<string, RunningWorker>();
   const workers: RunningWorker[] = [];
   for (const { moreFrom, ...opts } of all) {
-    const moreMayCome = moreFrom ? () => (byConsumer.get(moreFrom)?.held() ?? 1) > 0 : undefined;
+    const moreMayCome = moreFrom ? () => (byConsumer.get(moreFrom)?.held() ?? 1) > 0 : opts.moreMayCome;
     const worker = await startPullWorker({ ...opts, nc, moreMayCome });
     byConsumer.set(opts.consumer, worker);
     workers.push(worker);

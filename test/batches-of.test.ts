@@ -55,6 +55,17 @@ describe('batchesOf', () => {
     expect((await batches.next()).value).toEqual([2]);
   });
 
+  it('asks moreMayCome about the batch so far', async () => {
+    // Collect's batches of upload data stop waiting once ingest is idle; others wait on.
+    const onlyOdd = (batch: number[]) => !batch.every((n) => n % 2 === 1);
+    const odd = await timed(batchesOf(ready([1, 3]), 10, 2000, undefined, onlyOdd).next());
+    expect(odd.value.value).toEqual([1, 3]);
+    expect(odd.ms).toBeLessThan(500);
+    const mixed = await timed(batchesOf(ready([1, 2]), 10, 300, undefined, onlyOdd).next());
+    expect(mixed.value.value).toEqual([1, 2]);
+    expect(mixed.ms).toBeGreaterThanOrEqual(290);
+  });
+
   it('keeps waiting while more may come, and stops once that changes', async () => {
     let more = true;
     const waiting = await timed(batchesOf(source(1, 2, 100), 10, 400, undefined, () => more).next());
