@@ -13,7 +13,7 @@ export const collectEnv = natsEnv.extend(clickhouseEnv.shape).extend(workerEnv.s
    * per-client pending buffer.
    */
   COLLECT_MAX_BYTES: intVar(24 * 1024 * 1024, 9 * 1024 * 1024, 256 * 1024 * 1024),
-  /** How long a pull waits for more messages before inserting what it has. */
+  /** How long a pull waits for more messages before inserting what it has (upload batches: less, once ingest is idle; worker.ts). */
   COLLECT_MAX_WAIT_MS: intVar(1000, 1000, 60_000),
   /** Pull/insert loops per process (one insert can run while the next batch is pulled). */
   COLLECT_CONCURRENCY: intVar(2, 1, 16),
