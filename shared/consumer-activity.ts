@@ -11,7 +11,9 @@ export const ACTIVITY_MAX_AGE_MS = 100;
 /**
  * A synchronous view of `consumer`'s activity, refreshed in the background (one consumer info
  * request) when older than `maxAgeMs`: true while it has messages pending or unacknowledged, and
- * also until the first answer and after a failed one (then a batch waits as it would without it).
+ * also while its last answer is older than that (an idle answer from before an upload must not end
+ * the upload's first batch at once), until the first answer and after a failed one (then a batch
+ * waits as it would without it).
  */
 export function consumerActivity(nc: NatsConnection, stream: string, consumer: string, maxAgeMs = ACTIVITY_MAX_AGE_MS): () => boolean {
   let busy = true;
@@ -32,7 +34,8 @@ export function consumerActivity(nc: NatsConnection, stream: string, consumer: s
     }
   };
   return () => {
-    if (!asking && Date.now() - answeredAt >= maxAgeMs) void ask();
-    return busy;
+    const fresh = Date.now() - answeredAt < maxAgeMs;
+    if (!fresh && !asking) void ask();
+    return busy || !fresh;
   };
 }

@@ -49,6 +49,15 @@ describe('consumerActivity', () => {
     await settled(view, false);
   });
 
+  it('counts an old idle answer as busy until it is asked again', async () => {
+    const view = consumerActivity(nc, 'WORK', 'worker', 150);
+    await settled(view, false);
+    await new Promise((r) => setTimeout(r, 200));
+    // Idle 200 ms ago: not a reason to stop waiting now (an upload may have started since).
+    expect(view()).toBe(true);
+    await settled(view, false);
+  });
+
   it('answers busy when the consumer cannot be asked (a batch then waits as without it)', async () => {
     const view = consumerActivity(nc, 'WORK', 'no-such-consumer', 20);
     view();
