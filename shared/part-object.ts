@@ -16,21 +16,10 @@ export const PART_HEADERS: Readonly<Record<string, string[]>> = { 'Content-Encod
 /** Whether a stored part is a zstd frame (else its bytes are the CSV itself). */
 export const isCompressedPart = (info: ObjectInfo): boolean => info.headers?.['Content-Encoding']?.includes(PART_ENCODING) ?? false;
 
-// The part joined for the compressor when it comes in several chunks: one buffer reused for every
-// part (compressing is synchronous, so no two parts share it), instead of a garbage buffer per part.
-// The upload's splitter hands each part over as one chunk already.
-let joined = Buffer.alloc(0);
-
-/** The stored form of a part given as its body chunks (emptied: they are garbage once copied). */
-export async function compressPart(chunks: Buffer[]): Promise<Buffer> {
+/** The stored form of a part given as its bytes (read at once: the caller may reuse `body` after). */
+export async function compressPart(body: Buffer): Promise<Buffer> {
   await zstdReady();
-  if (chunks.length === 1) return zstdCompress(chunks.splice(0, 1)[0], 1);
-  const bytes = chunks.reduce((n, c) => n + c.length, 0);
-  if (joined.length < bytes) joined = Buffer.allocUnsafeSlow(Math.ceil(bytes / 1024 ** 2) * 1024 ** 2);
-  let at = 0;
-  for (const c of chunks) at += c.copy(joined, at);
-  chunks.length = 0;
-  return zstdCompress(joined.subarray(0, at), 1);
+  return zstdCompress(body, 1);
 }
 
 /**

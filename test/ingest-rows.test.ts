@@ -330,7 +330,7 @@ describe('ingestPart', () => {
       const goodLines: number[] = [];
       let accepted = 0;
       for await (const p of split.parts) {
-        const text = Buffer.concat(p.chunks).toString('utf8');
+        const text = p.body.toString('utf8');
         const { result, published } = await run(text, partData({ part: p.index, firstLine: p.firstLine, header }));
         accepted += result.accepted;
         rejectLines.push(...result.rejects.map((r) => r.line));
@@ -362,7 +362,7 @@ describe('ingestPart', () => {
     const split = await splitCsv(Readable.from([Buffer.from(DCGM_COLUMNS.join(',') + '\r\n' + body)]), 1);
     const lines: number[] = [];
     for await (const p of split.parts) {
-      const r = await run(Buffer.concat(p.chunks).toString(), partData({ part: p.index, firstLine: p.firstLine }));
+      const r = await run(p.body.toString(), partData({ part: p.index, firstLine: p.firstLine }));
       lines.push(...r.result.rejects.map((x) => x.line), ...batchRows(r.published).map((x) => Number(x.line)));
     }
     expect(lines).toEqual([2, 4, 5, 8, 9]);

@@ -83,8 +83,8 @@ async function storeParts(nc: NatsConnection, lease: LeasedRecord, body: UploadB
   for await (const part of parts) {
     const nuid = newObjectNuid();
     await lease.save((rec) => (rec.writing = { part: part.index, nuid }));
-    // Compressed (shared/part-object.ts): the body chunks are dropped as they are joined.
-    const stored = await compressPart(part.chunks);
+    // Compressed (shared/part-object.ts) before the splitter reuses the part's buffer.
+    const stored = await compressPart(part.body);
     await putObject(nc, BUCKETS.objects, partObject(r.id, r.attempt, part.index), [stored], { nuid, headers: PART_HEADERS });
     r.stored = part.index + 1;
     r.writing = undefined;

@@ -15,8 +15,8 @@ export interface CsvPart {
   index: number;
   /** 1-based physical line number of the part's first record in the whole file. */
   firstLine: number;
-  /** The part's bytes: views into a buffer the next part reuses (finish with them, or copy, before asking for it). */
-  chunks: Buffer[];
+  /** The part's bytes: a view into a buffer the next part reuses (finish with it, or copy it, before asking for the next part). */
+  body: Buffer;
   bytes: number;
 }
 
@@ -27,6 +27,7 @@ export interface SplitResult {
 
 const QUOTE = 0x22;
 const NL = 0x0a;
+const EMPTY = Buffer.alloc(0);
 
 /** A part inside an open quote is cut at a newline once it is this many part sizes (of at least 1 MiB) long. */
 export const MAX_QUOTED_PARTS = 4;
@@ -168,13 +169,13 @@ export async function splitCsv(
     }
     piece.copy(held, part.bytes);
     part.bytes += piece.length;
-    part.chunks[0] = held.subarray(0, part.bytes);
+    part.body = held.subarray(0, part.bytes);
   };
 
   async function* parts(): AsyncGenerator<CsvPart> {
     let index = 0;
     const line = 2; // the header was line 1
-    let current: CsvPart = { index, firstLine: line, chunks: [], bytes: 0 };
+    let current: CsvPart = { index, firstLine: line, body: EMPTY, bytes: 0 };
     const quotedExtra = maxQuotedPartBytes(partBytes) - partBytes;
     const state: ScanState = { quoted: inQuotes, lines: line };
     const feed = function* (chunk: Buffer): Generator<CsvPart> {
@@ -189,7 +190,7 @@ export async function splitCsv(
         append(current, chunk.subarray(start, cut + 1));
         yield current;
         start = cut + 1;
-        current = { index: ++index, firstLine: state.lines, chunks: [], bytes: 0 };
+        current = { index: ++index, firstLine: state.lines, body: EMPTY, bytes: 0 };
         cutAt = partBytes;
       }
       if (start < chunk.length) append(current, chunk.subarray(start));
@@ -206,7 +207,7 @@ export async function splitCsv(
       if (next.done) break;
       yield* feed(Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value));
     }
-    if (current.bytes > 0 && current.chunks.some((c) => c.some((b) => b !== NL && b !== 0x0d && b !== 0x20))) yield current;
+    if (current.body.some((b) => b !== NL && b !== 0x0d && b !== 0x20)) yield current;
   }
 
   return { header, parts: parts() };

@@ -31,7 +31,7 @@ async function main() {
     await generateCsv(join(repoRoot, 'test/fixtures/dcgm_metrics_20250718_134233.csv'), file, Number(values.rows));
     const split = await splitCsv(Readable.from([readFileSync(file)]), Number(values.parts));
     const parts: { bytes: Buffer; firstLine: number }[] = [];
-    for await (const p of split.parts) parts.push({ bytes: Buffer.concat(p.chunks), firstLine: p.firstLine });
+    for await (const p of split.parts) parts.push({ bytes: Buffer.from(p.body), firstLine: p.firstLine });
     const indexes = columnIndexes(DCGM_COLUMNS);
     const cfg = parseEnv(ingestEnv, {});
     const rows = (await Promise.all(parts.map((p) => scanCsv(p.bytes)))).reduce((n, s) => n + (s.ok ? s.part.records : 0), 0);
