@@ -28,7 +28,8 @@ ARG FUNCTION=query
 # HTTP_HOST: a container listens on all its interfaces (the code's default is loopback).
 # Memory (test/local/stack.ts functionNodeFlags, `npm run bench:memory`): glibc's mmap threshold
 # fixed at 128 KiB, so freed Buffers of that size or more are returned to the OS at once; the
-# byte-streaming functions' manifests add a 1 MiB young-generation semi-space to their command.
+# byte-streaming functions' manifests add a 1 MiB young-generation semi-space and a 256 MiB old
+# generation to their command.
 ENV NODE_ENV=production \
     NODE_OPTIONS="--enable-source-maps" \
     MALLOC_MMAP_THRESHOLD_=131072 \
