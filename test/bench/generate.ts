@@ -11,7 +11,8 @@ import { once } from 'node:events';
 
 export type CsvShape = 'fleets' | 'series';
 
-export async function generateCsv(sampleFile: string, outFile: string, minRows: number, shape: CsvShape = 'fleets'): Promise<{ rows: number; bytes: number }> {
+/** `firstCopy`: the replica to start at, so that two files of one size hold different GPUs (fleets) or times (series). */
+export async function generateCsv(sampleFile: string, outFile: string, minRows: number, shape: CsvShape = 'fleets', firstCopy = 0): Promise<{ rows: number; bytes: number; copies: number }> {
   const text = readFileSync(sampleFile, 'utf8');
   const nl = text.indexOf('\n');
   const header = text.slice(0, nl + 1);
@@ -26,7 +27,7 @@ export async function generateCsv(sampleFile: string, outFile: string, minRows: 
   };
   await write(header);
   const base = Date.parse('2025-07-18T20:42:34Z');
-  for (let k = 0; k < copies; k++) {
+  for (let k = firstCopy; k < firstCopy + copies; k++) {
     const tag = k.toString(16).padStart(8, '0');
     const shift = shape === 'series' ? k * 10_000 : k * 60_000;
     const copy = (shape === 'series' ? body : body.replace(/GPU-[0-9a-f]{8}-/g, `GPU-${tag}-`))
@@ -35,5 +36,5 @@ export async function generateCsv(sampleFile: string, outFile: string, minRows: 
   }
   out.end();
   await once(out, 'finish');
-  return { rows: copies * rowsPerCopy, bytes };
+  return { rows: copies * rowsPerCopy, bytes, copies };
 }
