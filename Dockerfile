@@ -29,7 +29,8 @@ ARG FUNCTION=query
 # Memory (test/local/stack.ts functionNodeFlags, `npm run bench:memory`): glibc's mmap threshold
 # fixed at 128 KiB, so freed Buffers of that size or more are returned to the OS at once; the
 # byte-streaming functions' manifests add a 1 MiB young-generation semi-space and a 256 MiB old
-# generation to their command.
+# generation to their command (the upload also a 2× heap growth; test/manifests.test.ts checks the
+# manifests against functionNodeFlags).
 ENV NODE_ENV=production \
     NODE_OPTIONS="--enable-source-maps" \
     MALLOC_MMAP_THRESHOLD_=131072 \

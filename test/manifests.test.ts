@@ -18,6 +18,7 @@ import { rowSeries } from './support/dcgm-series.ts';
 import { fixtureRows } from './support/fixtures.ts';
 import { freePort, waitFor } from './support/ports.ts';
 import { startClickHouse, startNats, type NatsServer, type RunningServer } from './support/servers.ts';
+import { functionNodeFlags, functionOfBundle } from './local/stack.ts';
 import {
   buildEntries,
   crdValidators,
@@ -361,6 +362,17 @@ describe('workload security and probes', () => {
     }
     // every bundle is deployed somewhere
     expect([...used].sort()).toEqual([...entries.keys()].sort());
+  });
+
+  it('containers run node with the flags the local stack (and so every benchmark) runs the function with', () => {
+    for (const { dir, w } of all()) {
+      const c = w.podSpec.containers[0];
+      const argv: string[] = [...(c.command ?? []), ...(c.args ?? [])];
+      const bundle = `dist/${entryOf(c)}.js`;
+      expect(argv[0], `${dir} ${w.object.metadata.name}`).toBe('node');
+      const fn = functionOfBundle(bundle);
+      expect(argv.slice(1, argv.indexOf(bundle)), `${dir} ${w.object.metadata.name}`).toEqual(fn ? functionNodeFlags(fn) : []);
+    }
   });
 });
 
