@@ -16,7 +16,7 @@ import { CLICKHOUSE_TABLES as T, ROLLUP_LEVELS } from './names.ts';
 // concurrent recomputes of one bucket, the one that started later saw every insert committed
 // before it and wins, so the result is exact whatever the interleaving.
 
-const COLUMNS = 'uuid, metric_name, hostname, model_name, t, count, min, max, sum, last, last_ts, updated_at';
+const COLUMNS = 'uuid, metric_name, t, count, min, max, sum, last, last_ts, updated_at';
 
 /**
  * Which buckets a statement rebuilds: those the batches `{ids}` touched by the GPUs in one uuid
@@ -38,7 +38,7 @@ export function minuteRollupSql(scope: RollupScope = 'batches', database?: strin
   const { table, seconds } = ROLLUP_LEVELS[0];
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
     ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids', true)}` : ''}
-    SELECT uuid, metric_name, argMax(h, ts), argMax(m, ts), toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
+    SELECT uuid, metric_name, toStartOfInterval(ts, INTERVAL ${seconds} SECOND) AS bucket,
       count(), min(v), max(v), sum(v), argMax(v, ts), max(ts), now64(3)
     FROM (
       -- The winning copy of each sample (measured cheaper here than argMax per column), sorted in
@@ -46,7 +46,7 @@ export function minuteRollupSql(scope: RollupScope = 'batches', database?: strin
       -- streams and sorts only copies of one sample: 3–15 % less CPU for this statement with 6
       -- samples per series-minute, no measurable change with one (scratch driver, 10 × 100,000-
       -- sample batches, two alternating pairs).
-      SELECT uuid, metric_name, timestamp AS ts, value AS v, hostname AS h, model_name AS m
+      SELECT uuid, metric_name, timestamp AS ts, value AS v
       FROM ${named(T.samples, database)}
       WHERE ${inScope(scope, 'timestamp', seconds)}
       ORDER BY uuid, timestamp, metric_name, ${LATEST_COPY_FIRST}
@@ -61,8 +61,7 @@ export function coarserRollupSql(level: number, scope: RollupScope = 'batches', 
   const below = named(ROLLUP_LEVELS[level - 1].table, database);
   return `INSERT INTO ${named(table, database)} (${COLUMNS})
     ${scope === 'batches' ? `WITH ${touchedBucketsCte(seconds, 'ids', true)}` : ''}
-    SELECT uuid, metric_name, argMax(hostname, last_ts), argMax(model_name, last_ts),
-      toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS bucket,
+    SELECT uuid, metric_name, toStartOfInterval(t, INTERVAL ${seconds} SECOND) AS bucket,
       sum(count), min(min), max(max), sum(sum), argMax(last, last_ts), max(last_ts), now64(3)
     FROM ${below} FINAL
     WHERE ${inScope(scope, 't', seconds)}

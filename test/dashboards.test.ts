@@ -153,11 +153,20 @@ describe('Grafana dashboards', () => {
     expect(fleetUtil[0].avg as number).toBeCloseTo(util.reduce((a, b) => a + b, 0) / util.length, 9);
     const temps = rows.filter((r) => r.metric_name === 'DCGM_FI_DEV_GPU_TEMP').map((r) => Number(r.value));
     expect(answers.get('Hottest GPUs')!.data[0].max_temp_c).toBe(Math.max(...temps));
+    // The rollups carry no hostname: the tables name each GPU's host from the inventory.
+    const hostOf = new Map(rows.map((r) => [r.uuid, r.Hostname]));
+    for (const g of answers.get('Hottest GPUs')!.data) expect(g.hostname, String(g.uuid)).toBe(hostOf.get(String(g.uuid)));
     expect(answers.get('GPUs per host')!.data.map((h) => h.hostname)).toEqual(hosts.data.map((h) => h.hostname));
 
     // One host selected: the filter applies.
     const one = await run(expand(sqlOf(d.panels.find((p) => p.title === 'GPUs')!)[0], { ...ctx, vars: { host: [HOST] } }));
     expect(one.data[0].gpus).toBe(new Set(rows.filter((r) => r.Hostname === HOST).map((r) => r.uuid)).size);
+    // …on the rollup panels too (by the host's GPUs).
+    const onHost = await run(expand(sqlOf(d.panels.find((p) => p.title === 'Samples in range')!)[0], { ...ctx, vars: { host: [HOST] } }));
+    expect(onHost.data[0].samples).toBe(rows.filter((r) => r.Hostname === HOST).length);
+    const hottestOnHost = await run(expand(sqlOf(d.panels.find((p) => p.title === 'Hottest GPUs')!)[0], { ...ctx, vars: { host: [HOST] } }));
+    expect(hottestOnHost.data.length).toBeGreaterThan(0);
+    expect(new Set(hottestOnHost.data.map((g) => g.hostname))).toEqual(new Set([HOST]));
   });
 
   it("GPU detail: variables chain host → GPU → metric, and every metric panel returns the sample's value at each rollup level", async () => {

@@ -341,26 +341,46 @@ describe('health flags on crafted files', () => {
     expect((await get(flagsApi, '/api/v1/anomalies?kind=hot')).status).toBe(400);
   });
 
-  it("a bucket's latest version decides a filter on a column outside the sort key (hostname), before merges too", async () => {
-    // A GPU moved from host-old to host-new: every minute bucket has two versions in two parts.
+  it("flags a bucket by its latest version before merges, and filters by the host the inventory names (as /gpus does)", async () => {
+    // A GPU moved from host-old to host-new; every minute bucket has two versions in two parts:
+    // an early recompute (cool) and the latest (hot).
     const db = 'fleet_versions';
     const admin = clickhouseClient(chConfig, { database: null });
     clients.push(admin);
     await provisionClickHouse(admin, db);
     await admin.command({ query: `SYSTEM STOP MERGES ${db}.rollup_1m` });
-    for (const [host, version] of [['host-old', 1], ['host-new', 2]] as const) {
+    for (const [celsius, version] of [[40, 1], [95, 2]] as const) {
       await admin.command({
-        query: `INSERT INTO ${db}.rollup_1m SELECT 'GPU-moved', 'DCGM_FI_DEV_GPU_TEMP', '${host}', 'NVIDIA H100 80GB HBM3',
-          toDateTime(${T0 / 1000}, 'UTC') + number * 60, 6, 95, 95, 570, 95, toDateTime64(${T0 / 1000}, 3, 'UTC') + number * 60 + 50,
+        query: `INSERT INTO ${db}.rollup_1m SELECT 'GPU-moved', 'DCGM_FI_DEV_GPU_TEMP',
+          toDateTime(${T0 / 1000}, 'UTC') + number * 60, 6, ${celsius}, ${celsius}, ${6 * celsius}, ${celsius}, toDateTime64(${T0 / 1000}, 3, 'UTC') + number * 60 + 50,
           toDateTime64('2026-03-02 00:00:00', 3, 'UTC') + ${version} FROM numbers(30)`,
       });
     }
     const parts = await (await admin.query({ query: `SELECT count() AS n FROM system.parts WHERE database = '${db}' AND table = 'rollup_1m' AND active`, format: 'JSONEachRow' })).json<{ n: string }>();
     expect(Number(parts[0].n)).toBe(2);
+    // The inventory, as the samples views write it: the later host last (merged, as /gpus reads it).
+    for (const host of ['host-old', 'host-new']) {
+      await admin.command({
+        query: `INSERT INTO ${db}.gpus (uuid, gpu_id, device, model_name, hostname, first_seen, last_seen, samples, metrics)
+          SELECT 'GPU-moved', '0', 'nvidia0', 'NVIDIA H100 80GB HBM3', '${host}', toDateTime64(${T0 / 1000}, 3, 'UTC'),
+            toDateTime64(${T0 / 1000}, 3, 'UTC') + 1800, 180, ['DCGM_FI_DEV_GPU_TEMP']`,
+      });
+    }
+    await admin.command({ query: `OPTIMIZE TABLE ${db}.gpus FINAL` });
     const versionsApi = await startQuery(db);
     const thermal = async (host: string) => (await get(versionsApi, `/api/v1/anomalies?${WINDOW}&hostname=${host}`)).body.anomalies;
     expect(await thermal('host-old')).toEqual([]);
-    expect(await thermal('host-new')).toEqual([expect.objectContaining({ uuid: 'GPU-moved', kind: 'thermal', hostname: 'host-new' })]);
+    expect(await thermal('host-new')).toEqual([
+      expect.objectContaining({
+        uuid: 'GPU-moved',
+        kind: 'thermal',
+        hostname: 'host-new',
+        model_name: 'NVIDIA H100 80GB HBM3',
+        // Each minute once, at its latest version (without FINAL: 60 minutes, half of them hot).
+        detail: expect.objectContaining({ minutes: 30, hot_minutes: 30, hot_share: 1 }),
+      }),
+    ]);
+    expect((await get(versionsApi, '/api/v1/gpus?hostname=host-new')).body.gpus.map((g: { uuid: string }) => g.uuid)).toEqual(['GPU-moved']);
   });
 
   it('lists flags per GPU in /api/v1/gpus over the last FLAGS_WINDOW_S of data', async () => {

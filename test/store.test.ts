@@ -214,15 +214,19 @@ describe('a sample stored again changes no answer', () => {
     const admin = clickhouseClient(chConfig, { database: null });
     clients.push(admin);
     const q = async <T,>(query: string) => (await (await admin.query({ query, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_64bit_integers: 0 } })).json<T>());
-    // As an install from before: the rollup tables of that release (no PARTITION BY), same rows.
+    // As an install from before: the rollup tables of that release (no PARTITION BY, hostname and
+    // model in every row), same rows.
+    const OLD_COLUMNS = `(uuid LowCardinality(String), metric_name LowCardinality(String),
+          hostname LowCardinality(String), model_name LowCardinality(String), t DateTime('UTC'), count UInt64, min Float64,
+          max Float64, sum Float64, last Float64, last_ts DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC'))`;
     for (const table of ['rollup_1m', 'rollup_1h', 'rollup_1d']) {
       await admin.command({
-        query: `CREATE TABLE layout.${table}_old (uuid LowCardinality(String), metric_name LowCardinality(String),
-          hostname LowCardinality(String), model_name LowCardinality(String), t DateTime('UTC'), count UInt64, min Float64,
-          max Float64, sum Float64, last Float64, last_ts DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC'))
+        query: `CREATE TABLE layout.${table}_old ${OLD_COLUMNS}
           ENGINE = ReplacingMergeTree(updated_at) ORDER BY (uuid, metric_name, t) TTL toDateTime(updated_at) + toIntervalDay(395)`,
       });
-      await admin.command({ query: `INSERT INTO layout.${table}_old SELECT * FROM layout.${table}` });
+      await admin.command({
+        query: `INSERT INTO layout.${table}_old SELECT uuid, metric_name, 'h', 'm', * EXCEPT (uuid, metric_name) FROM layout.${table}`,
+      });
       await admin.command({ query: `EXCHANGE TABLES layout.${table} AND layout.${table}_old` });
       await admin.command({ query: `DROP TABLE layout.${table}_old SYNC` });
     }
@@ -245,13 +249,16 @@ describe('a sample stored again changes no answer', () => {
     expect(await q(`SELECT name FROM system.tables WHERE database = 'layout' AND name LIKE '%relayout%'`)).toEqual([]);
     expect(await answers(db)).toEqual(single);
     expect(await q(`SELECT count() AS n FROM layout.rollup_1m FINAL WHERE uuid = 'GPU-inflight'`)).toEqual([{ n: 30 }]);
+    // The identity columns the rollups no longer carry are gone.
+    expect(await q(`SELECT count() AS n FROM system.columns WHERE database = 'layout' AND table LIKE 'rollup_1%' AND name IN ('hostname', 'model_name')`)).toEqual([{ n: 0 }]);
     // The retention TTL is on the new tables too.
     for (const [{ q: ddl }] of await Promise.all(['rollup_1m', 'rollup_1h', 'rollup_1d'].map((t) => q<{ q: string }>(`SELECT create_table_query AS q FROM system.tables WHERE database = 'layout' AND name = '${t}'`)))) {
       expect(ddl).toContain('TTL toDateTime(updated_at) + toIntervalDay(395)');
     }
 
-    // A move killed after its EXCHANGE left the old table (with a row not yet copied back): the next provisioning finishes it.
-    await admin.command({ query: `CREATE TABLE layout.rollup_1h_relayout AS layout.rollup_1h` });
+    // A move killed after its EXCHANGE left the old table (an older release's, with a row not yet
+    // copied back): the next provisioning finishes it.
+    await admin.command({ query: `CREATE TABLE layout.rollup_1h_relayout ${OLD_COLUMNS} ENGINE = ReplacingMergeTree(updated_at) ORDER BY (uuid, metric_name, t)` });
     await admin.command({
       query: `INSERT INTO layout.rollup_1h_relayout SELECT 'GPU-leftover', 'DCGM_FI_DEV_GPU_TEMP', 'h', 'm', toDateTime('2025-07-18 20:00:00', 'UTC'), 1, 1, 1, 1, 1, now64(3), now64(3)`,
     });

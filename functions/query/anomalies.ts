@@ -2,6 +2,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { CLICKHOUSE_TABLES as T } from '../../shared/names.ts';
 import type { FlagConfig } from './config.ts';
 import type { FlagKind } from './fleet-schemas.ts';
+import { gpuIdentities, ON_HOST, UNKNOWN_GPU } from './fleet-sql.ts';
 import { clamp, rows } from './sql.ts';
 
 // Health flags, computed in ClickHouse over rollup_1m (minute resolution: every minute bucket
@@ -38,8 +39,6 @@ export interface AnomalyRequest {
 
 interface AnomalyRow {
   uuid: string;
-  hostname: string;
-  model_name: string;
   kind: FlagKind;
   first_seen: string;
   last_seen: string;
@@ -86,7 +85,7 @@ export function anomalySql(r: AnomalyRequest, t: Thresholds): { query: string; p
     after_kind: r.after?.kind ?? '',
   };
   if (r.hostname !== undefined) {
-    where.push('hostname = {hostname:String}');
+    where.push(ON_HOST);
     params.hostname = r.hostname;
   }
   if (r.uuids !== undefined) {
@@ -97,11 +96,10 @@ export function anomalySql(r: AnomalyRequest, t: Thresholds): { query: string; p
   if (r.kind !== undefined) params.kind = r.kind;
   const rawWindow = `timestamp >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND timestamp < fromUnixTimestamp64Milli({end:Int64}, 'UTC')`;
   const query = `
-    SELECT uuid, hostname, model_name, kind, first_seen, last_seen, temp_minutes, hot_minutes, temp_max,
+    SELECT uuid, kind, first_seen, last_seen, temp_minutes, hot_minutes, temp_max,
       fb_max, pod, xid_minutes, interval_ms, silent_ms
     FROM (
-      SELECT uuid, anyLast(host) AS hostname, anyLast(model) AS model_name,
-        min(first_t) AS first_seen, max(last_t) AS last_seen,
+      SELECT uuid, min(first_t) AS first_seen, max(last_t) AS last_seen,
         sumIf(minutes, metric_name = {temp:String}) AS temp_minutes,
         sumIf(hot, metric_name = {temp:String}) AS hot_minutes,
         maxIf(hi, metric_name = {temp:String}) AS temp_max,
@@ -126,8 +124,7 @@ export function anomalySql(r: AnomalyRequest, t: Thresholds): { query: string; p
           if(interval_ms > 0 AND silent_ms > {factor:Float64} * interval_ms, 'stale', '')
         ]) AS kinds
       FROM (
-        SELECT uuid, metric_name, anyLast(hostname) AS host, anyLast(model_name) AS model,
-          count() AS minutes, countIf(sum > {thermal_c:Float64} * count) AS hot, max(max) AS hi,
+        SELECT uuid, metric_name, count() AS minutes, countIf(sum > {thermal_c:Float64} * count) AS hot, max(max) AS hi,
           countIf(max != 0 OR min != 0) AS nonzero, sum(count) AS n,
           min(t) AS first_t, max(last_ts) AS last_t,
           dateDiff('millisecond', toDateTime64(min(t), 3, 'UTC'), max(last_ts)) / greatest(sum(count) - 1, 1) AS gap_ms
@@ -184,11 +181,13 @@ async function xidCodes(client: ClickHouseClient, uuids: string[], r: AnomalyReq
 export async function findAnomalies(client: ClickHouseClient, r: AnomalyRequest, t: Thresholds, signal?: AbortSignal): Promise<Anomaly[]> {
   const { query, params } = anomalySql(r, t);
   const found = await rows<AnomalyRow>(client, query, params, signal);
-  const codes = await xidCodes(client, found.filter((f) => f.kind === 'xid').map((f) => f.uuid), r, signal);
+  const [codes, identities] = await Promise.all([
+    xidCodes(client, found.filter((f) => f.kind === 'xid').map((f) => f.uuid), r, signal),
+    gpuIdentities(client, found.map((f) => f.uuid), signal),
+  ]);
   return found.map((row) => ({
     uuid: row.uuid,
-    hostname: row.hostname,
-    model_name: row.model_name,
+    ...(identities.get(row.uuid) ?? UNKNOWN_GPU),
     kind: row.kind,
     detail: detailOf(row, t, codes),
     first_seen: row.first_seen,

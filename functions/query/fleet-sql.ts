@@ -83,6 +83,33 @@ export async function sampleCounts(client: ClickHouseClient, uuids: string[], si
   return new Map(found.map((r) => [r.uuid, r.samples]));
 }
 
+/**
+ * GPUs whose inventory hostname is the query parameter `{hostname}` (as /gpus filters them): the
+ * rollups carry no hostname, so fleet reads over them filter by uuid, their sort key's first column.
+ */
+export const ON_HOST = `uuid IN (SELECT uuid FROM ${T.gpus} GROUP BY uuid HAVING anyLast(hostname) = {hostname:String})`;
+
+export interface GpuIdentity {
+  hostname: string;
+  model_name: string;
+}
+
+/** The inventory's hostname and model of the given GPUs (what fleet answers over rollups name). */
+export async function gpuIdentities(client: ClickHouseClient, uuids: string[], signal?: AbortSignal): Promise<Map<string, GpuIdentity>> {
+  if (uuids.length === 0) return new Map();
+  const found = await rows<GpuIdentity & { uuid: string }>(
+    client,
+    `SELECT uuid, anyLast(hostname) AS hostname, anyLast(model_name) AS model_name
+     FROM ${T.gpus} WHERE uuid IN {uuids:Array(String)} GROUP BY uuid`,
+    { uuids: [...new Set(uuids)] },
+    signal,
+  );
+  return new Map(found.map(({ uuid, ...identity }) => [uuid, identity]));
+}
+
+/** Where the inventory has no row for a GPU (not possible once its samples are stored). */
+export const UNKNOWN_GPU: GpuIdentity = { hostname: '', model_name: '' };
+
 /** Epoch ms of the fleet's latest sample (the inventory's newest last_seen); undefined when empty. */
 export async function fleetLatest(client: ClickHouseClient, signal?: AbortSignal): Promise<number | undefined> {
   const [r] = await rows<{ ms: number; n: number }>(
@@ -167,8 +194,7 @@ export function topSql(r: TopRequest): { source: Source; query: string; params: 
     return {
       source,
       params,
-      query: `SELECT uuid, anyLast(hostname) AS hostname, anyLast(model_name) AS model_name,
-          ${ROLLUP_STAT[r.by]} AS value, sum(count) AS count
+      query: `SELECT uuid, ${ROLLUP_STAT[r.by]} AS value, sum(count) AS count
         FROM ${table} FINAL
         WHERE metric_name = {metric:String} AND ${window('t')}
         GROUP BY uuid ORDER BY value ${direction}, uuid LIMIT {limit:UInt32}`,
@@ -178,11 +204,9 @@ export function topSql(r: TopRequest): { source: Source; query: string; params: 
   return {
     source,
     params,
-    query: `SELECT uuid, anyLast(h) AS hostname, anyLast(m) AS model_name,
-        ${RAW_STAT[r.by]} AS value, count() AS count
+    query: `SELECT uuid, ${RAW_STAT[r.by]} AS value, count() AS count
       FROM (
-        SELECT uuid, timestamp, argMax(value, (received_at, batch_id, line)) AS v,
-          argMax(hostname, (received_at, batch_id, line)) AS h, argMax(model_name, (received_at, batch_id, line)) AS m
+        SELECT uuid, timestamp, argMax(value, (received_at, batch_id, line)) AS v
         FROM ${T.samples}
         WHERE metric_name = {metric:String} AND ${window('timestamp')}
         GROUP BY uuid, timestamp)
@@ -192,5 +216,7 @@ export function topSql(r: TopRequest): { source: Source; query: string; params: 
 
 export async function topGpus(client: ClickHouseClient, r: TopRequest, signal?: AbortSignal): Promise<{ source: Source; gpus: TopRow[] }> {
   const { source, query, params } = topSql(r);
-  return { source, gpus: await rows<TopRow>(client, query, params, signal) };
+  const top = await rows<Omit<TopRow, keyof GpuIdentity>>(client, query, params, signal);
+  const identities = await gpuIdentities(client, top.map((g) => g.uuid), signal);
+  return { source, gpus: top.map((g) => ({ uuid: g.uuid, ...(identities.get(g.uuid) ?? UNKNOWN_GPU), value: g.value, count: g.count })) };
 }

@@ -84,7 +84,7 @@ function samplesInsert(from: number, to: number): string {
 
 const rollupFrom = (target: string, source: string, bucket: string, from: string, cols: { count: string; min: string; max: string; sum: string; last: string; lastTs: string }, where: string) =>
   `INSERT INTO ${DB}.${target}
-    SELECT uuid, metric_name, anyLast(hostname), anyLast(model_name), toDateTime(${bucket}(${from}), 'UTC') AS bucket_t,
+    SELECT uuid, metric_name, toDateTime(${bucket}(${from}), 'UTC') AS bucket_t,
       ${cols.count}, ${cols.min}, ${cols.max}, ${cols.sum}, ${cols.last}, ${cols.lastTs}, now64(3, 'UTC')
     FROM ${DB}.${source} WHERE ${where} GROUP BY uuid, metric_name, bucket_t`;
 

@@ -109,6 +109,10 @@ function seriesSql(filter: string): string {
   ) ORDER BY time`;
 }
 
+const INVENTORY = `(SELECT uuid, anyLast(hostname) AS hostname, anyLast(model_name) AS model_name, max(last_seen) AS last_seen FROM ${T.gpus} GROUP BY uuid)`;
+/** The rollups carry no hostname: their rows are filtered to the chosen hosts' GPUs (`$host`) by uuid. */
+const ON_HOSTS = `$__conditionalAll(uuid IN (SELECT uuid FROM ${INVENTORY} WHERE hostname IN (\${host:singlequote})), $host)`;
+
 /** One number per bucket across the fleet for a metric, from rollups only (1m/1h/1d by range). */
 function fleetSeriesSql(metric: string, agg: 'avg' | 'max'): string {
   const value = agg === 'avg' ? 'sum(sum) / sum(count)' : 'max(max)';
@@ -118,7 +122,7 @@ function fleetSeriesSql(metric: string, agg: 'avg' | 'max'): string {
   ].map(
     (b) => `SELECT toStartOfInterval(t, INTERVAL greatest($__interval_s, ${b.seconds}) second) AS time, ${value} AS ${agg}
     FROM ${b.table} FINAL
-    WHERE metric_name = '${metric}' AND $__conditionalAll(hostname IN (\${host:singlequote}), $host) AND $__timeFilter(t) AND ${b.when}
+    WHERE metric_name = '${metric}' AND ${ON_HOSTS} AND $__timeFilter(t) AND ${b.when}
     GROUP BY time`,
   );
   return `SELECT time, ${agg} FROM (
@@ -126,7 +130,6 @@ function fleetSeriesSql(metric: string, agg: 'avg' | 'max'): string {
   ) ORDER BY time`;
 }
 
-const INVENTORY = `(SELECT uuid, anyLast(hostname) AS hostname, anyLast(model_name) AS model_name, max(last_seen) AS last_seen FROM ${T.gpus} GROUP BY uuid)`;
 
 const dsVar: Variable = { name: 'datasource', label: 'ClickHouse', type: 'datasource', query: 'grafana-clickhouse-datasource' };
 const hostVar: Variable = {
@@ -171,7 +174,7 @@ export function fleetOverview(): Dashboard {
         type: 'stat',
         title: 'Samples in range',
         gridPos: pos(12, 0, 6, 4),
-        targets: [sql('A', `SELECT sum(count) AS samples FROM ${T.rollup1m} FINAL WHERE $__timeFilter(t) AND $__conditionalAll(hostname IN (\${host:singlequote}), $host)`, FORMAT.table)],
+        targets: [sql('A', `SELECT sum(count) AS samples FROM ${T.rollup1m} FINAL WHERE $__timeFilter(t) AND ${ON_HOSTS}`, FORMAT.table)],
       }),
       panel({
         type: 'stat',
@@ -186,10 +189,12 @@ export function fleetOverview(): Dashboard {
         title: 'Hottest GPUs',
         gridPos: pos(0, 12, 12, 9),
         targets: [
-          sql('A', `SELECT uuid, any(hostname) AS hostname, max(max) AS max_temp_c, round(sum(sum) / sum(count), 1) AS avg_temp_c
-            FROM ${T.rollup1m} FINAL
-            WHERE metric_name = 'DCGM_FI_DEV_GPU_TEMP' AND $__timeFilter(t) AND $__conditionalAll(hostname IN (\${host:singlequote}), $host)
-            GROUP BY uuid ORDER BY max_temp_c DESC LIMIT 20`, FORMAT.table),
+          sql('A', `SELECT uuid, hostname, max_temp_c, avg_temp_c FROM (
+              SELECT uuid, max(max) AS max_temp_c, round(sum(sum) / sum(count), 1) AS avg_temp_c
+              FROM ${T.rollup1m} FINAL
+              WHERE metric_name = 'DCGM_FI_DEV_GPU_TEMP' AND $__timeFilter(t) AND ${ON_HOSTS}
+              GROUP BY uuid ORDER BY max_temp_c DESC LIMIT 20) AS hottest
+            LEFT JOIN ${INVENTORY} AS inventory USING uuid ORDER BY max_temp_c DESC, uuid`, FORMAT.table),
         ],
       }),
       panel({
@@ -197,12 +202,14 @@ export function fleetOverview(): Dashboard {
         title: 'Idle but allocated (util 0 %, memory in use)',
         gridPos: pos(12, 12, 12, 9),
         targets: [
-          sql('A', `SELECT uuid, any(hostname) AS hostname,
-              round(sumIf(sum, metric_name = 'DCGM_FI_DEV_GPU_UTIL') / sumIf(count, metric_name = 'DCGM_FI_DEV_GPU_UTIL'), 1) AS avg_util,
-              round(maxIf(max, metric_name = 'DCGM_FI_DEV_FB_USED')) AS max_fb_used_mib
-            FROM ${T.rollup1m} FINAL
-            WHERE metric_name IN ('DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_FB_USED') AND $__timeFilter(t) AND $__conditionalAll(hostname IN (\${host:singlequote}), $host)
-            GROUP BY uuid HAVING avg_util = 0 AND max_fb_used_mib > 64 ORDER BY max_fb_used_mib DESC LIMIT 50`, FORMAT.table),
+          sql('A', `SELECT uuid, hostname, avg_util, max_fb_used_mib FROM (
+              SELECT uuid,
+                round(sumIf(sum, metric_name = 'DCGM_FI_DEV_GPU_UTIL') / sumIf(count, metric_name = 'DCGM_FI_DEV_GPU_UTIL'), 1) AS avg_util,
+                round(maxIf(max, metric_name = 'DCGM_FI_DEV_FB_USED')) AS max_fb_used_mib
+              FROM ${T.rollup1m} FINAL
+              WHERE metric_name IN ('DCGM_FI_DEV_GPU_UTIL', 'DCGM_FI_DEV_FB_USED') AND $__timeFilter(t) AND ${ON_HOSTS}
+              GROUP BY uuid HAVING avg_util = 0 AND max_fb_used_mib > 64 ORDER BY max_fb_used_mib DESC LIMIT 50) AS idle
+            LEFT JOIN ${INVENTORY} AS inventory USING uuid ORDER BY max_fb_used_mib DESC, uuid`, FORMAT.table),
         ],
       }),
       panel({
