@@ -109,6 +109,11 @@ export const MIN_SLICE_KEYS = 4096;
  * `keysPerStatement` keys, and at least `parts` of them (to run at once) while each holds at least
  * `minKeys`. Equal, since two slices of one pass run at once: a 32,768-key slice beside one of
  * 9,000 left the larger running alone for most of the pass.
+ *
+ * `rows`, the samples the batches stored, bounds the (uuid, minute) keys they touched: a pass
+ * whose bound already means one slice (live data: a scrape or two per pass) gets the whole uuid
+ * range without the query for the bounds, which cost about as much as the pass's 1 h and 1 d
+ * recomputes together on small passes.
  */
 export async function rollupSlices(
   ch: ClickHouseClient,
@@ -116,7 +121,13 @@ export async function rollupSlices(
   keysPerStatement = ROLLUP_KEYS_PER_STATEMENT,
   parts = 1,
   minKeys = MIN_SLICE_KEYS,
+  rows?: number,
 ): Promise<{ lo: string; hi: string }[]> {
+  // One slice covers every key of the batches whatever `rows` says, so a wrong bound costs at most
+  // a larger statement, never a bucket left out.
+  if (rows !== undefined && rows > 0 && rows <= keysPerStatement && (parts <= 1 || rows < 2 * Math.max(1, minKeys))) {
+    return [{ lo: '', hi: '' }];
+  }
   const rs = await ch.query({
     query: touchedSliceBoundsSql('ids'),
     query_params: { ids: batchIds, per: keysPerStatement, parts, min: Math.max(1, minKeys) },
@@ -142,16 +153,18 @@ export const ROLLUP_SLICE_CONCURRENCY = 2;
  * level of a slice before the next (a slice holds whole GPUs, so each bucket is rebuilt from all
  * its rows), up to `concurrency` slices at once (their buckets are disjoint). Ranges, not hash
  * slices: a hash slice's GPUs are spread over the whole key range, so each statement read nearly
- * every granule again (measured: slower than no slicing).
+ * every granule again (measured: slower than no slicing). `rows`: the samples the batches stored,
+ * when known (see rollupSlices).
  */
 export async function recomputeRollups(
   ch: ClickHouseClient,
   batchIds: string[],
   keysPerStatement = ROLLUP_KEYS_PER_STATEMENT,
   concurrency = ROLLUP_SLICE_CONCURRENCY,
+  rows?: number,
 ): Promise<void> {
   if (batchIds.length === 0) return;
-  const slices = await rollupSlices(ch, batchIds, keysPerStatement, concurrency);
+  const slices = await rollupSlices(ch, batchIds, keysPerStatement, concurrency, MIN_SLICE_KEYS, rows);
   const recomputeNext = async (): Promise<void> => {
     for (let slice = slices.shift(); slice; slice = slices.shift()) {
       for (const query of levelStatements('batches')) {

@@ -378,12 +378,22 @@ describe('series from rollups and raw samples', () => {
     // slices under the minimum size.
     expect(await rollupSlices(db.ch, ids, 1_000_000, 2, 1)).toHaveLength(2);
     expect(await rollupSlices(db.ch, ids, 1_000_000, 2, 1_000_000)).toHaveLength(1);
+    // A pass whose stored rows already bound it to one slice needs no query: the whole uuid range.
+    const stored = Number((await (await db.ch.query({ query: 'SELECT sum(rows) AS n FROM collected_batches FINAL', format: 'JSONEachRow' })).json<{ n: string }>())[0].n);
+    expect(await rollupSlices(db.ch, ids, 1_000_000, 2, stored, stored)).toEqual([{ lo: '', hi: '' }]);
+    expect((await rollupSlices(db.ch, ids, 3, 2, 4096, stored)).length).toBeGreaterThan(1);
     const sliced = await read();
     expect((sliced as unknown[][]).every((rows) => rows.length > 0)).toBe(true);
     await recomputeRollups(db.ch, ids, 1_000_000);
     expect(await read()).toEqual(sliced);
     // Slices recomputed four at once (collect runs COLLECT_ROLLUP_SLICE_CONCURRENCY of them).
     await recomputeRollups(db.ch, ids, 3, 4);
+    expect(await read()).toEqual(sliced);
+    // One statement per level over the whole uuid range, from the stored-rows bound, rebuilding
+    // every bucket from nothing.
+    for (const table of ['rollup_1m', 'rollup_1h', 'rollup_1d']) await db.ch.command({ query: `TRUNCATE TABLE ${table}` });
+    expect((await read()).flat()).toEqual([]);
+    await recomputeRollups(db.ch, ids, 1_000_000, 2, stored);
     expect(await read()).toEqual(sliced);
   });
 

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { clickhouseClient } from '../../shared/clickhouse.ts';
 import { provisionClickHouse } from '../../shared/provision.ts';
-import { levelStatements, rollupSlices, ROLLUP_INSERT_SETTINGS, ROLLUP_KEYS_PER_STATEMENT, ROLLUP_SLICE_CONCURRENCY } from '../../shared/rollups.ts';
+import { levelStatements, MIN_SLICE_KEYS, rollupSlices, ROLLUP_INSERT_SETTINGS, ROLLUP_KEYS_PER_STATEMENT, ROLLUP_SLICE_CONCURRENCY } from '../../shared/rollups.ts';
 import { startClickHouse } from '../support/servers.ts';
 import { cpuSeconds } from './proc.ts';
 
@@ -84,7 +84,7 @@ async function measure(shape: (typeof SHAPES)[number], db: string): Promise<numb
       const ids = Array.from({ length: b - Math.floor(b / COALESCE) * COALESCE + 1 }, (_, i) => `u${Math.floor(b / COALESCE) * COALESCE + i}.0.0`);
       // Slices as collect's recomputeRollups cuts them (the query for the slices is charged to 1 m).
       t = cpuSeconds(pid);
-      const slices = await rollupSlices(ch, ids, Number(values.keys), ROLLUP_SLICE_CONCURRENCY);
+      const slices = await rollupSlices(ch, ids, Number(values.keys), ROLLUP_SLICE_CONCURRENCY, MIN_SLICE_KEYS, ids.length * ROWS);
       cpu[1] += cpuSeconds(pid) - t;
       for (const slice of slices) {
         for (const [level, query] of statements.entries()) {
