@@ -112,8 +112,8 @@ export const MIN_SLICE_KEYS = 4096;
  *
  * `rows`, the samples the batches stored, bounds the (uuid, minute) keys they touched: a pass
  * whose bound already means one slice (live data: a scrape or two per pass) gets the whole uuid
- * range without the query for the bounds, which cost about as much as the pass's 1 h and 1 d
- * recomputes together on small passes.
+ * range without the query for the bounds, ≈ 15 % of the recompute's ClickHouse CPU on passes of
+ * one 2,470-sample scrape (npm run bench:rollups -- --rows 2470 --batches 60).
  */
 export async function rollupSlices(
   ch: ClickHouseClient,

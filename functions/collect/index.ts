@@ -207,7 +207,8 @@ export function createCollectHandler(cfg: CollectConfig, ch: ClickHouseClient, g
    */
   async function runPass(batches: StoredBatch[]): Promise<void> {
     const rows = new Map(batches.map((b) => [b.id, b.rows]));
-    const stored = batches.reduce((n, b) => n + b.rows, 0);
+    let stored = 0;
+    for (const n of rows.values()) stored += n;
     await recomputeRollups(ch, [...rows.keys()], cfg.COLLECT_ROLLUP_KEYS_PER_STATEMENT, cfg.COLLECT_ROLLUP_SLICE_CONCURRENCY, stored);
     // Idempotent puts: safe to repeat on redelivery.
     const kv = await (await getNats()).jetstream().views.kv(BUCKETS.progress);
