@@ -178,9 +178,17 @@ async function xidCodes(client: ClickHouseClient, uuids: string[], r: AnomalyReq
   return new Map(found.map((f) => [f.uuid, f.codes]));
 }
 
-export async function findAnomalies(client: ClickHouseClient, r: AnomalyRequest, t: Thresholds, signal?: AbortSignal): Promise<Anomaly[]> {
+function anomalyRows(client: ClickHouseClient, r: AnomalyRequest, t: Thresholds, signal?: AbortSignal): Promise<AnomalyRow[]> {
   const { query, params } = anomalySql(r, t);
-  const found = await rows<AnomalyRow>(client, query, params, signal);
+  return rows<AnomalyRow>(client, query, params, signal);
+}
+
+/** The flag kinds found, without detail, XID codes or identity: what a /gpus page shows per GPU. */
+export const flagKinds: (client: ClickHouseClient, r: AnomalyRequest, t: Thresholds, signal?: AbortSignal) => Promise<Pick<AnomalyRow, 'uuid' | 'kind'>[]> =
+  anomalyRows;
+
+export async function findAnomalies(client: ClickHouseClient, r: AnomalyRequest, t: Thresholds, signal?: AbortSignal): Promise<Anomaly[]> {
+  const found = await anomalyRows(client, r, t, signal);
   const [codes, identities] = await Promise.all([
     xidCodes(client, found.filter((f) => f.kind === 'xid').map((f) => f.uuid), r, signal),
     gpuIdentities(client, found.map((f) => f.uuid), signal),

@@ -1,7 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { z } from 'zod';
 import type { Route } from '../../shared/http.ts';
-import { findAnomalies, type Anomaly, type Thresholds } from './anomalies.ts';
+import { findAnomalies, flagKinds, type Thresholds } from './anomalies.ts';
 import type { FlagConfig } from './config.ts';
 import { encodeListCursor, listFingerprint, type CursorSigner, type ListCursor } from './cursor.ts';
 import {
@@ -64,8 +64,8 @@ export function fleetService(cfg: FleetConfig, clickhouse: () => ClickHouseClien
       const [counts, flagged] = await Promise.all([
         sampleCounts(ch, uuids, signal),
         uuids.length === 0
-          ? ([] as Anomaly[])
-          : flagsWindow({}, signal).then((w) => findAnomalies(ch, { ...w, uuids, limit: uuids.length * 4 }, cfg, signal)),
+          ? []
+          : flagsWindow({}, signal).then((w) => flagKinds(ch, { ...w, uuids, limit: uuids.length * 4 }, cfg, signal)),
       ]);
       const flags = new Map<string, FlagKind[]>();
       for (const a of flagged) flags.set(a.uuid, [...(flags.get(a.uuid) ?? []), a.kind]);
