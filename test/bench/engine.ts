@@ -1,10 +1,12 @@
-// npm run bench:engine [-- --rows N --shape fleets|series]
+// npm run bench:engine [-- --rows N --shape fleets|series --statements]
 // Where ClickHouse's CPU goes during one pipeline run (the `(b)` of `npm run bench`, same file,
 // same stack): the engine keeps its query, view and part logs (test/support/servers.ts), and this
 // prints, per kind of work, CPU seconds and µs per file row: the samples INSERTs (and, within
 // them, each materialized view), each rollup level's recompute, the smaller queries, and the
 // background merges per table. The logs cost the engine some CPU of their own, so the totals
-// run a little above `npm run bench`'s; compare kinds within one run.
+// run a little above `npm run bench`'s; compare kinds within one run. `--statements` also lists
+// every samples INSERT and rollup statement in start order (start and duration in seconds from
+// the upload's first byte, CPU, rows read and written): when each rollup pass ran, and what it read.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +22,7 @@ const { values } = parseArgs({
   options: {
     rows: { type: 'string', default: '1000000' },
     shape: { type: 'string', default: 'fleets' },
+    statements: { type: 'boolean', default: false },
   },
 });
 
@@ -117,6 +120,23 @@ async function main() {
       ['table', 'merges', 'CPU s', 'µs/row', 'rows merged per row'],
       merges.map((m) => [String(m.table), Number(m.n), Number(m.cpu).toFixed(2), us(Number(m.cpu)), (Number(m.merged) / fileRows).toFixed(2)]),
     );
+
+    if (values.statements) {
+      const timeline = await rows(
+        ch,
+        `SELECT dateDiff('microsecond', {since:DateTime64(6)}, query_start_time_microseconds) / 1e6 AS start, query_duration_ms / 1000 AS duration,
+           ${CPU} AS cpu, read_rows, written_rows, query
+         FROM system.query_log WHERE type = 'QueryFinish' AND event_time_microseconds >= {since:DateTime64(6)}
+           AND (query LIKE 'INSERT INTO%' OR query LIKE '% OVER (ORDER BY uuid%') AND query NOT LIKE '%system.%'
+         ORDER BY start`,
+        { since },
+      );
+      table(
+        'Statements in start order (s from the first byte):',
+        ['start', 'duration', 'CPU s', 'rows read', 'rows written', 'work'],
+        timeline.map((r) => [Number(r.start).toFixed(2), Number(r.duration).toFixed(2), Number(r.cpu).toFixed(2), Number(r.read_rows), Number(r.written_rows), kindOf(String(r.query))]),
+      );
+    }
 
     // When the last rollup statement ended after the last samples INSERT: the part of (b) after
     // every row is stored, when only the rollups are left (ClickHouse alone on the machine).
