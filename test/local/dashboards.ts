@@ -130,7 +130,6 @@ function fleetSeriesSql(metric: string, agg: 'avg' | 'max'): string {
   ) ORDER BY time`;
 }
 
-
 const dsVar: Variable = { name: 'datasource', label: 'ClickHouse', type: 'datasource', query: 'grafana-clickhouse-datasource' };
 const hostVar: Variable = {
   name: 'host',
